@@ -1,0 +1,32 @@
+"""aca: Adaptive Checkpoint Adjoint gradients for Neural ODEs (Zhuang et al., ICML 2020).
+
+``aca.odeint(func, y0, t, solver=..., gradient=...)`` solves an ODE with explicit
+Runge–Kutta methods and differentiates through it by ACA, the adjoint method or
+naive backpropagation; ``aca.ODEBlock`` wraps a solve as a layer.
+"""
+
+from aca.errors import (
+    InvalidOptionError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    NonMonotoneTimeError,
+    ODEError,
+    StepSizeRequiredError,
+    StepSizeUnderflowError,
+    UnknownGradientError,
+    UnknownSolverError,
+)
+from aca.gradients import GRADIENTS
+from aca.models.odeblock import ODEBlock
+from aca.odeint import odeint
+from aca.solvers import SOLVERS
+from aca.stats import SolveStats, track_stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRADIENTS", "SOLVERS", "InvalidOptionError", "MaxStepsExceededError", "NonFiniteStateError",
+    "NonMonotoneTimeError", "ODEBlock", "ODEError", "SolveStats", "StepSizeRequiredError",
+    "StepSizeUnderflowError", "UnknownGradientError", "UnknownSolverError", "__version__",
+    "odeint", "track_stats",
+]

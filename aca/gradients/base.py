@@ -1,0 +1,93 @@
+"""What every gradient method receives: one solve problem over the shared core."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from aca.solvers import Checkpoints, Counts, StepController, integrate, rms_norm
+from aca.solvers.control import Norm
+from aca.solvers.step import Func
+from aca.solvers.tableau import ButcherTableau
+from aca.stats import StatsSinks
+
+
+@dataclass
+class Problem:
+    """A solve request: the function, output times, method and controller
+    settings, and where statistics go. Gradient methods call ``solve``."""
+
+    func: Func
+    times: list[float]
+    tableau: ButcherTableau
+    step_size: float | None
+    max_steps: int
+    rtol: float
+    atol: float
+    controller_options: dict = field(default_factory=dict)
+    max_checkpoints: int | None = None
+    sinks: StatsSinks = field(default_factory=lambda: StatsSinks(None))
+
+    def __post_init__(self) -> None:
+        ignores_time = getattr(self.func, "ignores_time", False)
+        self.rhs = self.func if ignores_time else _tensor_time(self.func)
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """The parameters of ``func`` that gradients flow to (aca, adjoint)."""
+        if not isinstance(self.func, nn.Module):
+            return []
+        return [p for p in self.func.parameters() if p.requires_grad]
+
+    def controller(self, norm: Norm = rms_norm) -> StepController | None:
+        if self.step_size is not None:
+            return None
+        return StepController(self.rtol, self.atol, self.tableau.order, norm=norm,
+                              **self.controller_options)
+
+    def solve(self, y0: Tensor, *, func: Func | None = None, times: list[float] | None = None,
+              norm: Norm = rms_norm, differentiable: bool = False,
+              checkpoints: Checkpoints | None = None) -> tuple[list[Tensor], Counts]:
+        return integrate(func or self.rhs, y0, times or self.times, self.tableau,
+                         self.controller(norm), self.step_size, self.max_steps,
+                         differentiable=differentiable, checkpoints=checkpoints)
+
+    def report_forward(self, counts: Counts) -> None:
+        self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted, rejected=counts.rejected)
+
+
+def _tensor_time(func: Func) -> Func:
+    """Call ``func`` with ``t`` as a 0-dim tensor on ``y``'s dtype and device, as
+    torchdiffeq does; the solver itself keeps times as Python floats."""
+    def rhs(t: float | Tensor, y: Tensor) -> Tensor:
+        if not isinstance(t, Tensor):
+            t = torch.full((), t, dtype=y.dtype, device=y.device)
+        return func(t, y)
+    return rhs
+
+
+@contextlib.contextmanager
+def preserved_buffers(func: Func) -> Iterator[None]:
+    """Evaluations made in backward must not move running statistics (batch norm):
+    restore every buffer of ``func`` afterwards."""
+    if not isinstance(func, nn.Module):
+        yield
+        return
+    saved = [(buffer, buffer.clone()) for buffer in func.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, copy in saved:
+                buffer.copy_(copy)
+
+
+def accumulate(total: list[Tensor | None], grads: tuple[Tensor | None, ...]) -> None:
+    """``total[i] += grads[i]``, treating None as zero."""
+    for i, grad in enumerate(grads):
+        if grad is not None:
+            total[i] = grad if total[i] is None else total[i] + grad

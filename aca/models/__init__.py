@@ -1,0 +1,5 @@
+"""Network building blocks."""
+
+from aca.models.odeblock import ODEBlock
+
+__all__ = ["ODEBlock"]

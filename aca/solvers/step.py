@@ -1,0 +1,74 @@
+"""One explicit Runge–Kutta step: the only place that evaluates stages.
+
+The forward solve, ACA's step rebuild and the adjoint's reverse solve all call
+``rk_step``, so a step rebuilt in backward repeats the forward arithmetic exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from aca.solvers.tableau import ButcherTableau
+
+Func = Callable[[float, Tensor], Tensor]
+Scalar = float | Tensor  # a Python float, or a 0-dim tensor when step sizes are differentiated
+
+
+def weighted_sum(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
+    """``Σ w_j k_j`` over the non-zero weights, accumulated in one buffer."""
+    terms = [(w, k) for w, k in zip(weights, ks) if w != 0.0]
+    acc = torch.mul(terms[0][1], terms[0][0])
+    for w, k in terms[1:]:
+        acc.add_(k, alpha=w)
+    return acc
+
+
+def advance(y: Tensor, h: Scalar, weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
+    """``y + h Σ w_j k_j``."""
+    acc = weighted_sum(weights, ks)
+    if isinstance(h, Tensor):
+        return y + h * acc
+    return torch.add(y, acc, alpha=h)
+
+
+def rk_step(
+    func: Func,
+    t: Scalar,
+    y: Tensor,
+    h: Scalar,
+    tableau: ButcherTableau,
+    k1: Tensor | None = None,
+    t_next: Scalar | None = None,
+    with_error: bool = False,
+) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
+    """Advance ``y`` from ``t`` by ``h``.
+
+    ``t`` and ``h`` are floats, or 0-dim tensors when the step sizes are part of
+    the autograd graph (naive); ``func`` receives stage times of the same kind.
+    ``k1`` is ``func(t, y)`` when the caller already has it (FSAL); ``t_next`` is the
+    time the step lands on, exactly (default ``t + h``).
+    Returns ``(y_new, error_estimate or None, func(t_next, y_new) or None, nfe)``;
+    the last stage is returned only for FSAL methods with ``with_error``.
+    """
+    nfe = 0
+    if k1 is None:
+        k1 = func(t, y)
+        nfe += 1
+    ks = [k1]
+    for i in range(1, tableau.solution_stages):
+        stage = advance(y, h, tableau.a[i], ks)
+        ks.append(func(t + tableau.c[i] * h, stage))
+        nfe += 1
+    y_new = advance(y, h, tableau.b, ks)
+    if not with_error:
+        return y_new, None, None, nfe
+    k_last = None
+    if tableau.fsal:
+        k_last = func(t + h if t_next is None else t_next, y_new)
+        ks.append(k_last)
+        nfe += 1
+    error = h * weighted_sum(tableau.b_error, ks)
+    return y_new, error, k_last, nfe

@@ -1,0 +1,250 @@
+"""Gradients of the three methods, in float64, against analytic values, against
+autograd through the same discrete steps, against each other and torchdiffeq."""
+
+import math
+
+import pytest
+import torch
+import torchdiffeq
+from torch import nn
+
+import aca
+from aca.solvers import SOLVERS, Checkpoints, StepController, integrate
+
+torch.set_default_dtype(torch.float64)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int = 3, hidden: int = 8, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+
+    def forward(self, t, y):
+        return self.net(y) * (1 + 0.1 * t)  # time-dependent on purpose
+
+
+class Linear(nn.Module):
+    """dz/dt = a z with a learnable rate vector ``a``."""
+
+    def __init__(self, rate) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.tensor(rate))
+
+    def forward(self, t, z):
+        return self.a * z
+
+
+def relative_error(got, want) -> float:
+    return max(((g - w).norm() / w.norm()).item() for g, w in zip(got, want))
+
+
+def loss_grads(func, y0, t, create_graph=False, **options):
+    ys = aca.odeint(func, y0, t, **options)
+    loss = (ys**2).sum() + ys[1:].sin().sum()
+    return torch.autograd.grad(loss, [y0, *func.parameters()], create_graph=create_graph)
+
+
+def reference_rk(func, y0, times, steps, outputs_at, tableau):
+    """Autograd through the given steps with a textbook explicit RK, written
+    independently of aca's stepping code."""
+    y, ys = y0, [y0]
+    for i, (t, h) in enumerate(zip(times, steps)):
+        ks = []
+        for c, row in zip(tableau.c, tableau.a):
+            stage = y + h * sum((a * k for a, k in zip(row, ks)), torch.zeros_like(y))
+            ks.append(func(t + c * h, stage))
+        y = y + h * sum(b * k for b, k in zip(tableau.b, ks))
+        if i + 1 in outputs_at:
+            ys.append(y)
+    return torch.stack(ys)
+
+
+@pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5", "tsit5", "dopri8"])
+def test_aca_equals_autograd_through_the_accepted_steps(solver):
+    func, t = MLP(), [0.0, 0.4, 3.0]
+    y0 = torch.randn(4, 3, requires_grad=True)
+    rtol = 1e-5 if solver == "heun_euler" else 1e-8
+    atol = rtol / 100
+    got = loss_grads(func, y0, t, solver=solver, gradient="aca", rtol=rtol, atol=atol)
+
+    checkpoints = Checkpoints()
+    tableau = SOLVERS[solver]
+    with torch.no_grad():
+        integrate(func, y0, t, tableau, StepController(rtol, atol, tableau.order), None, 10**4,
+                  checkpoints=checkpoints)
+    assert len(checkpoints.times) > 4
+    ys = reference_rk(func, y0, checkpoints.times, checkpoints.steps,
+                      set(checkpoints.segment_ends), tableau)
+    loss = (ys**2).sum() + ys[1:].sin().sum()
+    want = torch.autograd.grad(loss, [y0, *func.parameters()])
+    assert relative_error(got, want) < 1e-10
+
+
+@pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4", "dopri5", "tsit5"])
+def test_aca_equals_naive_for_fixed_steps(solver):
+    func, y0 = MLP(), torch.randn(4, 3, requires_grad=True)
+    t = [0.0, 0.35, 1.0]
+    got = loss_grads(func, y0, t, solver=solver, step_size=0.1, gradient="aca")
+    want = loss_grads(func, y0, t, solver=solver, step_size=0.1, gradient="naive")
+    assert relative_error(got, want) < 1e-12
+
+
+def test_naive_passes_gradcheck_through_the_adaptive_solver():
+    def solve(y0, rate):
+        return aca.odeint(lambda t, y: -rate * y.sin() + t, y0, [0.0, 0.5, 1.0],
+                          gradient="naive", rtol=1e-4, atol=1e-6)
+
+    y0 = torch.tensor([0.3, -1.2], requires_grad=True)
+    rate = torch.tensor([0.7, 1.3], requires_grad=True)
+    assert torch.autograd.gradcheck(solve, (y0, rate), eps=1e-7, atol=1e-6)
+
+
+def test_naive_differentiates_the_step_size_search():
+    """Naive's graph includes the controller, so its gradient differs from the
+    fixed-h gradient of ACA by about the local error, not more."""
+    func, y0 = MLP(), torch.randn(4, 3, requires_grad=True)
+    naive = loss_grads(func, y0, [0.0, 1.0], gradient="naive", rtol=1e-3, atol=1e-5)
+    fixed_h = loss_grads(func, y0, [0.0, 1.0], gradient="aca", rtol=1e-3, atol=1e-5)
+    assert 0 < relative_error(naive, fixed_h) < 1e-2
+
+
+def test_adjoint_agrees_with_torchdiffeq_odeint_adjoint():
+    func, y0 = MLP(), torch.randn(4, 3, requires_grad=True)
+    t = torch.tensor([0.0, 0.4, 1.5])
+    got = loss_grads(func, y0, t, gradient="adjoint", rtol=1e-8, atol=1e-10)
+    ys = torchdiffeq.odeint_adjoint(func, y0, t, rtol=1e-8, atol=1e-10, method="dopri5")
+    loss = (ys**2).sum() + ys[1:].sin().sum()
+    want = torch.autograd.grad(loss, [y0, *func.parameters()])
+    assert relative_error(got, want) < 1e-6
+
+
+def linear_analytic(z0, a, times, weights):
+    """L = Σ_k w_k z(t_k)² for dz/dt = a z: closed-form dL/dz0 and dL/da."""
+    dz0 = sum(w * 2 * z0 * torch.exp(2 * a * t) for w, t in zip(weights, times))
+    da = sum(w * 2 * z0**2 * t * torch.exp(2 * a * t) for w, t in zip(weights, times))
+    return dz0, da
+
+
+def linear_grads(gradient, times, weights, **options):
+    func = Linear([0.8, -0.5])
+    z0 = torch.tensor([1.0, 2.0], requires_grad=True)
+    ys = aca.odeint(func, z0, times, gradient=gradient, **options)
+    loss = sum(w * (y**2).sum() for w, y in zip(weights, ys))
+    got = torch.autograd.grad(loss, [z0, func.a])
+    return got, linear_analytic(z0.detach(), func.a.detach(), times, weights)
+
+
+def test_adjoint_converges_to_the_analytic_gradient():
+    errors = [relative_error(*linear_grads("adjoint", [0.0, 2.0], [0.0, 1.0], rtol=tol, atol=tol))
+              for tol in (1e-3, 1e-5, 1e-7, 1e-9)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-7
+
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint", "naive"])
+def test_losses_on_intermediate_output_times(gradient):
+    """The loss ignores the final state: gradients come only through ys[1], ys[3]."""
+    times, weights = [0.0, 0.5, 1.0, 1.7, 2.0], [0.0, 1.0, 0.0, 0.5, 0.0]
+    got, want = linear_grads(gradient, times, weights, rtol=1e-9, atol=1e-11)
+    assert relative_error(got, want) < 1e-6
+
+
+def test_adjoint_error_dwarfs_aca_on_a_dissipative_problem():
+    """dz/dt = -50 z: the reverse-time solve of the adjoint method amplifies the
+    error of the stiff mode by e^50; ACA's checkpoints avoid the reverse solve.
+    The paper's central claim, at the same tolerance."""
+    errors = {}
+    for gradient in ("aca", "adjoint"):
+        func = Linear([-50.0, -1.0])
+        z0 = torch.ones(2, requires_grad=True)
+        ys = aca.odeint(func, z0, [0.0, 1.0], gradient=gradient, rtol=1e-3, atol=1e-3)
+        got = torch.autograd.grad((ys[-1] ** 2).sum(), [z0, func.a])
+        errors[gradient] = relative_error(got, linear_analytic(z0.detach(), func.a.detach(),
+                                                               [1.0], [1.0]))
+    assert errors["aca"] < 1e-4
+    assert errors["adjoint"] > 1e3 * errors["aca"], errors
+
+
+@pytest.mark.parametrize("max_checkpoints", [2, 3, 7])
+def test_bounded_memory_aca_is_bitwise_identical(max_checkpoints):
+    func, y0 = MLP(), torch.randn(4, 3, requires_grad=True)
+    t = [0.0, 0.3, 0.9, 4.0]
+    full_stats, bounded_stats = aca.SolveStats(), aca.SolveStats()
+    full = loss_grads(func, y0, t, rtol=1e-10, atol=1e-12, stats=full_stats)
+    bounded = loss_grads(func, y0, t, rtol=1e-10, atol=1e-12, max_checkpoints=max_checkpoints,
+                         stats=bounded_stats)
+    assert full_stats.accepted > 2 * max_checkpoints
+    assert all(torch.equal(a, b) for a, b in zip(full, bounded))
+    assert bounded_stats.nfe_backward > full_stats.nfe_backward  # it recomputed
+
+
+def test_bounded_memory_keeps_at_most_k_states():
+    checkpoints = Checkpoints(max_states=5)
+    for i in range(100):
+        checkpoints.add(float(i), 1.0, torch.zeros(1))
+        assert len(checkpoints.states) <= 5
+    assert sorted(checkpoints.states) == list(range(0, 100, checkpoints.stride))
+
+
+@pytest.mark.parametrize("solver,step_size", [("rk4", 0.1), ("dopri5", None)])
+def test_second_order_gradients_through_aca(solver, step_size):
+    """A gradient penalty: d/dθ ‖dL/dθ‖². ACA rebuilds the accepted steps as one
+    chain under create_graph, so it equals naive exactly on a fixed grid, and
+    autograd through the accepted steps when adaptive."""
+    func, y0 = MLP(), torch.randn(4, 3, requires_grad=True)
+    params = list(func.parameters())
+
+    def penalty_grads(gradient):
+        grads = loss_grads(func, y0, [0.0, 1.0], create_graph=True, solver=solver,
+                           step_size=step_size, gradient=gradient, rtol=1e-6, atol=1e-8)
+        penalty = sum((g**2).sum() for g in grads[1:])
+        return torch.autograd.grad(penalty, [y0, *params])
+
+    got = penalty_grads("aca")
+    if step_size is not None:
+        assert relative_error(got, penalty_grads("naive")) < 1e-10
+    else:
+        assert relative_error(got, penalty_grads("naive")) < 1e-2
+    assert all(g.abs().sum() > 0 for g in got)
+
+
+def test_adjoint_refuses_second_order_gradients():
+    func, y0 = MLP(), torch.randn(2, 3, requires_grad=True)
+    ys = aca.odeint(func, y0, [0.0, 1.0], gradient="adjoint")
+    with pytest.raises(aca.ODEError, match="higher-order"):
+        torch.autograd.grad(ys.sum(), [y0], create_graph=True)
+
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint"])
+def test_backward_leaves_batch_norm_statistics_alone(gradient):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Tanh())
+    block = aca.ODEBlock(net, gradient=gradient, rtol=1e-3, atol=1e-4)
+    out = block(torch.randn(16, 3))
+    after_forward = net[1].running_mean.clone(), net[1].num_batches_tracked.clone()
+    out.sum().backward()
+    assert torch.equal(net[1].running_mean, after_forward[0])
+    assert torch.equal(net[1].num_batches_tracked, after_forward[1])
+    assert net[0].weight.grad is not None and net[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint", "naive"])
+def test_odeblock_matches_odeint_and_reaches_parameters(gradient):
+    net = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    block = aca.ODEBlock(net, t1=0.7, gradient=gradient, rtol=1e-8, atol=1e-10)
+    y0 = torch.randn(5, 3, requires_grad=True)
+    out = block(y0)
+    want = aca.odeint(lambda t, y: net(y), y0, [0.0, 0.7], gradient="naive", rtol=1e-8,
+                      atol=1e-10)[-1]
+    assert torch.allclose(out, want, atol=1e-7)
+    out.sum().backward()
+    assert y0.grad is not None and net[0].weight.grad is not None
+    assert block.stats.nfe_forward > 0 and block.stats.accepted > 0
+
+
+def test_plain_callable_gets_gradients_for_y0():
+    y0 = torch.tensor([1.0], requires_grad=True)
+    (y1,) = aca.odeint(lambda t, y: -y, y0, [0.0, 1.0], gradient="aca", rtol=1e-10, atol=1e-12)[1:]
+    (grad,) = torch.autograd.grad(y1.sum(), [y0])
+    assert abs(grad.item() - math.exp(-1)) < 1e-8

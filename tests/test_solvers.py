@@ -1,0 +1,142 @@
+"""The solver core: orders of convergence, agreement with torchdiffeq, landing on
+output times, both time directions, step statistics."""
+
+import math
+
+import pytest
+import torch
+import torchdiffeq
+
+import aca
+from aca.solvers import SOLVERS
+from aca.solvers.tableau import ButcherTableau
+
+METHODS = ["euler", "midpoint", "rk4", "heun_euler", "bosh3", "dopri5", "tsit5", "dopri8"]
+
+
+def riccati(t, y):
+    """y' = -2 t y², y(0) = 1: exact y = 1 / (1 + t²) (nonlinear, non-autonomous)."""
+    return -2 * t * y**2
+
+
+def riccati_exact(t: float) -> float:
+    return 1.0 / (1.0 + t**2)
+
+
+def _fixed_step_error(tableau: ButcherTableau, h: float) -> float:
+    from aca.solvers.integrate import integrate
+
+    y0 = torch.ones(1, dtype=torch.float64)
+    ys, _ = integrate(riccati, y0, [0.0, 2.0], tableau, None, h, 10**6)
+    return abs(ys[-1].item() - riccati_exact(2.0))
+
+
+def _local_error_estimate(tableau: ButcherTableau, h: float) -> float:
+    from aca.solvers.step import rk_step
+
+    y = torch.tensor([riccati_exact(0.3)], dtype=torch.float64)
+    _, error, _, _ = rk_step(riccati, 0.3, y, h, tableau, with_error=True)
+    return error.abs().item()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_order_of_convergence(name):
+    tableau = SOLVERS[name]
+    h = {5: 0.025, 8: 1.0}.get(tableau.order, 0.05)  # inside the asymptotic range
+    observed = math.log2(_fixed_step_error(tableau, h) / _fixed_step_error(tableau, h / 2))
+    assert abs(observed - tableau.order) < 0.35, observed
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if SOLVERS[n].adaptive])
+def test_embedded_error_estimate_has_the_lower_order(name):
+    """The estimate is the local error of the order-(p-1) solution: O(h^p)."""
+    tableau = SOLVERS[name]
+    h = 0.05
+    observed = math.log2(_local_error_estimate(tableau, h) / _local_error_estimate(tableau, h / 2))
+    assert abs(observed - tableau.order) < 0.5, observed
+
+
+def test_aliases_point_to_methods():
+    assert SOLVERS["rk45"] is SOLVERS["dopri5"]
+    assert SOLVERS["rk23"] is SOLVERS["bosh3"]
+    assert SOLVERS["rk12"] is SOLVERS["heun_euler"]
+    assert SOLVERS["rk2"] is SOLVERS["midpoint"]
+
+
+@pytest.mark.parametrize("ours,theirs", [("dopri5", "dopri5"), ("bosh3", "bosh3"),
+                                          ("heun_euler", "adaptive_heun"), ("dopri8", "dopri8")])
+def test_agrees_with_torchdiffeq(ours, theirs):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    net = net.double()
+    y0 = torch.randn(3, 4, dtype=torch.float64)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    rtol, atol = 1e-6, 1e-8
+    with torch.no_grad():
+        mine = aca.odeint(lambda t, y: net(y), y0, t, solver=ours, rtol=rtol, atol=atol)
+        # step_t makes torchdiffeq land on t[-1] instead of interpolating, as we do
+        ref = torchdiffeq.odeint(lambda t, y: net(y), y0, t, method=theirs, rtol=rtol, atol=atol,
+                                 options={"step_t": t})
+        exact = torchdiffeq.odeint(lambda t, y: net(y), y0, t, method="dopri8", rtol=1e-13,
+                                   atol=1e-13)
+    scale = atol + rtol * exact[-1].abs().max()
+    assert (mine[-1] - ref[-1]).abs().max() < 10 * scale
+    assert (mine[-1] - exact[-1]).abs().max() < 10 * scale
+
+
+@pytest.mark.parametrize("solver", ["dopri5", "tsit5", "bosh3"])
+def test_lands_on_every_output_time_both_directions(solver):
+    t = torch.tensor([0.0, 0.3, 0.7, 1.5, 2.0], dtype=torch.float64)
+    y0 = torch.ones(1, dtype=torch.float64)
+    ys = aca.odeint(riccati, y0, t, solver=solver, rtol=1e-9, atol=1e-12)
+    assert ys.shape == (5, 1) and torch.equal(ys[0], y0)
+    exact = torch.tensor([[riccati_exact(x)] for x in t.tolist()], dtype=torch.float64)
+    assert (ys - exact).abs().max() < 1e-7
+    back = aca.odeint(riccati, exact[-1], t.flip(0), solver=solver, rtol=1e-9, atol=1e-12)
+    assert (back - exact.flip(0)).abs().max() < 1e-7
+
+
+def test_fixed_grid_lands_on_outputs_off_the_grid():
+    y0 = torch.ones(1, dtype=torch.float64)
+    ys = aca.odeint(riccati, y0, [0.0, 0.25, 1.0], solver="rk4", step_size=0.1)
+    assert abs(ys[1].item() - riccati_exact(0.25)) < 1e-5
+    assert abs(ys[2].item() - riccati_exact(1.0)) < 1e-5
+
+
+def test_statistics_count_evaluations_and_steps():
+    stats = aca.SolveStats()
+    aca.odeint(riccati, torch.ones(1, dtype=torch.float64), [0.0, 5.0], solver="dopri5",
+               rtol=1e-8, atol=1e-10, stats=stats)
+    attempts = stats.accepted + stats.rejected
+    assert stats.accepted > 5
+    # dopri5 is FSAL: 2 evaluations to start (k1, initial step), then 6 per attempt
+    assert stats.nfe_forward == 2 + 6 * attempts
+    fixed = aca.SolveStats()
+    aca.odeint(riccati, torch.ones(1), [0.0, 1.0], solver="rk4", step_size=0.1, stats=fixed)
+    assert (fixed.nfe_forward, fixed.accepted, fixed.rejected) == (40, 10, 0)
+
+
+def test_track_stats_sums_solves_including_backward():
+    func = torch.nn.Linear(2, 2).double()
+    y0 = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    with aca.track_stats() as total:
+        for _ in range(2):
+            ys = aca.odeint(lambda t, y: func(y), y0, [0.0, 1.0], gradient="naive")
+    forward_only = total.nfe_forward
+    assert forward_only > 0 and total.nfe_backward == 0
+    block = aca.ODEBlock(func, gradient="aca")
+    with aca.track_stats() as total:
+        block(y0).sum().backward()
+    assert total.nfe_backward > 0 and total.as_dict() == block.stats.as_dict()
+    del ys
+
+
+def test_pi_controller_solves_accurately():
+    y0 = torch.ones(1, dtype=torch.float64)
+    ys = aca.odeint(riccati, y0, [0.0, 2.0], rtol=1e-8, atol=1e-10, pi_beta=0.04)
+    assert abs(ys[-1].item() - riccati_exact(2.0)) < 1e-7
+
+
+def test_single_output_time_returns_y0():
+    y0 = torch.randn(3)
+    assert torch.equal(aca.odeint(riccati, y0, [0.5])[0], y0)
