@@ -59,7 +59,7 @@ class _ACA(torch.autograd.Function):
         adjoint = grad_ys[-1]
         param_grads: list[Tensor | None] = [None] * len(params)
         nfe = 0
-        with preserved_buffers(problem.func), torch.enable_grad():
+        with preserved_buffers(problem.buffers), torch.enable_grad():
             for i, state, recompute_nfe in _states_in_reverse(problem, cp):
                 if i + 1 in outputs_at:
                     adjoint = adjoint + grad_ys[outputs_at[i + 1]]

@@ -61,7 +61,7 @@ class _Adjoint(torch.autograd.Function):
         adjoint = grad_ys[-1]
         param_grads = ys.new_zeros(sum(sizes[2:]))
         norm = _mixed_norm(sizes)
-        with preserved_buffers(problem.func):
+        with preserved_buffers(problem.buffers):
             for k in range(len(problem.times) - 1, 0, -1):
                 z = torch.cat([ys[k].reshape(-1), adjoint.reshape(-1), param_grads])
                 outputs, _ = problem.solve(z, func=augmented, norm=norm,

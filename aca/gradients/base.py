@@ -35,13 +35,10 @@ class Problem:
     def __post_init__(self) -> None:
         ignores_time = getattr(self.func, "ignores_time", False)
         self.rhs = self.func if ignores_time else _tensor_time(self.func)
-
-    @property
-    def params(self) -> list[nn.Parameter]:
-        """The parameters of ``func`` that gradients flow to (aca, adjoint)."""
-        if not isinstance(self.func, nn.Module):
-            return []
-        return [p for p in self.func.parameters() if p.requires_grad]
+        module = self.func if isinstance(self.func, nn.Module) else nn.Module()
+        #: the parameters of ``func`` that gradients flow to (aca, adjoint)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.buffers = list(module.buffers())
 
     def controller(self, norm: Norm = rms_norm) -> StepController | None:
         if self.step_size is not None:
@@ -71,18 +68,15 @@ def _tensor_time(func: Func) -> Func:
 
 
 @contextlib.contextmanager
-def preserved_buffers(func: Func) -> Iterator[None]:
+def preserved_buffers(buffers: list[Tensor]) -> Iterator[None]:
     """Evaluations made in backward must not move running statistics (batch norm):
-    restore every buffer of ``func`` afterwards."""
-    if not isinstance(func, nn.Module):
-        yield
-        return
-    saved = [(buffer, buffer.clone()) for buffer in func.buffers()]
+    restore the buffers of ``func`` afterwards."""
+    saved = [buffer.clone() for buffer in buffers]
     try:
         yield
     finally:
         with torch.no_grad():
-            for buffer, copy in saved:
+            for buffer, copy in zip(buffers, saved):
                 buffer.copy_(copy)
 
 
