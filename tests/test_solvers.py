@@ -84,6 +84,25 @@ def test_agrees_with_torchdiffeq(ours, theirs):
     assert (mine[-1] - exact[-1]).abs().max() < 10 * scale
 
 
+@pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5", "dopri8"])
+def test_initial_step_matches_torchdiffeq(solver):
+    from torchdiffeq._impl.misc import _rms_norm, _select_initial_step
+
+    from aca.solvers import StepController
+
+    torch.manual_seed(1)
+    y0 = torch.randn(5, dtype=torch.float64)
+    func = lambda t, y: torch.sin(y) * (1 + t)  # noqa: E731
+    tableau = SOLVERS[solver]
+    f0 = func(torch.tensor(0.0, dtype=torch.float64), y0)
+    controller = StepController(1e-4, 1e-6, tableau.order)
+    _, ours = controller.initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0, f0, 1.0,
+                                      differentiable=False)
+    theirs = _select_initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0,
+                                  tableau.order - 1, 1e-4, 1e-6, _rms_norm, f0)
+    assert ours == pytest.approx(theirs.item(), rel=1e-12)
+
+
 @pytest.mark.parametrize("solver", ["dopri5", "tsit5", "bosh3"])
 def test_lands_on_every_output_time_both_directions(solver):
     t = torch.tensor([0.0, 0.3, 0.7, 1.5, 2.0], dtype=torch.float64)

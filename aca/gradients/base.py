@@ -83,5 +83,9 @@ def preserved_buffers(buffers: list[Tensor]) -> Iterator[None]:
 def accumulate(total: list[Tensor | None], grads: tuple[Tensor | None, ...]) -> None:
     """``total[i] += grads[i]``, treating None as zero."""
     for i, grad in enumerate(grads):
-        if grad is not None:
-            total[i] = grad if total[i] is None else total[i] + grad
+        if grad is None:
+            continue
+        if total[i] is None:
+            total[i] = grad.clone()  # owned, so later steps can add into it in place
+        else:
+            total[i].add_(grad)

@@ -83,7 +83,7 @@ class StepController:
         if d_max.item() <= 1e-15:
             h1 = torch.clamp_min(h0 * 1e-3, 1e-6)
         else:
-            h1 = (0.01 / d_max) ** (1.0 / (self.order + 1))
+            h1 = (0.01 / d_max) ** (1.0 / self.order)  # Hairer's IORD: the method's order
         h = direction * torch.minimum(100 * h0, h1)
         h_value = h.item()
         return (h if differentiable else h_value), h_value

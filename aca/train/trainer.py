@@ -1,0 +1,361 @@
+"""The shared training loop: one for every task, whatever the gradient method.
+
+A task (aca.tasks.base.Task) supplies data, model, loss and metrics; this module
+owns seeding, devices, DDP, batching, optimizer and schedule, evaluation,
+checkpoints, resume, NFE and wall-time accounting, and the run records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+import aca
+from aca.tasks.base import Task, ode_options
+from aca.train import checkpoint, distributed
+from aca.train.config import ConfigError, check_config, check_ode_options, task_class
+from aca.train.distributed import DistInfo
+from aca.train.loggers import (
+    NullLogger,
+    WandbLogger,
+    format_table,
+    make_logger,
+    write_json,
+    write_metrics_csv,
+)
+from aca.train.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Seed Python, NumPy and torch; ``deterministic`` also selects deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(value, device) for value in batch)
+    return batch
+
+
+def batch_length(batch: Any) -> int:
+    """Number of examples in a batch: the leading size of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return len(batch)
+    values = batch.values() if isinstance(batch, dict) else batch
+    for value in values:
+        with contextlib.suppress(TypeError):
+            return batch_length(value)
+    raise TypeError(f"cannot find a tensor in a batch of type {type(batch).__name__}")
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it again."""
+    program = Path(sys.argv[0]).name
+    prefix = ["python", "-m", "aca.cli"] if program == "cli.py" else [program]
+    return shlex.join(prefix + sys.argv[1:])
+
+
+def run_summary(cfg: DictConfig) -> dict[str, Any]:
+    """What a result.json says about how it was made."""
+    return {"task": cfg.task.name, "method": cfg.method.name,
+            "solver": OmegaConf.to_container(cfg.solver, resolve=True), "seed": cfg.seed,
+            "mode": cfg.mode, "command": command_line()}
+
+
+class Trainer:
+    """Training and evaluation of one task on this process's device and rank."""
+
+    def __init__(self, cfg: DictConfig, task: Task, out_dir: Path, info: DistInfo,
+                 logger: WandbLogger | NullLogger | None = None) -> None:
+        self.cfg, self.task, self.out_dir, self.info = cfg, task, out_dir, info
+        self.settings = cfg.trainer
+        self.device = info.device
+        self.epochs = int(cfg.task.epochs)
+        if cfg.task.batch_size % info.world_size:
+            raise ConfigError(f"task.batch_size={cfg.task.batch_size} is not divisible by the "
+                              f"{info.world_size} DDP processes")
+        self.batch_size = cfg.task.batch_size // info.world_size
+        self.train_set, self.test_set = task.datasets()
+        self.model = task.model().to(self.device)
+        self.train_model: torch.nn.Module = self.model
+        if info.enabled:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        if self.settings.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.optimizer = build_optimizer(self.model.parameters(), cfg.task.optimizer)
+        scheduler_cfg = cfg.task.get("scheduler") or OmegaConf.create({"name": "none"})
+        self.step_scheduler_per_batch = scheduler_cfg.get("interval", "epoch") == "step"
+        self.scheduler = build_scheduler(self.optimizer, scheduler_cfg, self.epochs,
+                                         len(self._train_batches(0)))
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.best: float | None = None
+        self.logger = logger or NullLogger()
+        show = str(self.settings.progress).lower()
+        on_terminal = show == "auto" and sys.stderr.isatty()
+        self.progress = info.is_main and (show == "true" or on_terminal)
+
+    # -- data ---------------------------------------------------------------
+    def _limit(self, batches: list) -> list:
+        cap = self.settings.max_batches_per_epoch
+        return batches[:cap] if cap else batches
+
+    def _train_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's index batches for ``epoch``: a seeded shuffle that depends only on
+        (seed, epoch), so a resumed run sees the same batches as an uninterrupted one."""
+        sampler = DistributedSampler(self.train_set, num_replicas=self.info.world_size,
+                                     rank=self.info.rank, shuffle=True, seed=self.cfg.seed)
+        sampler.set_epoch(epoch)
+        return self._limit(list(BatchSampler(sampler, self.batch_size, drop_last=False)))
+
+    def _test_batches(self) -> list[list[int]]:
+        """This rank's share of the full test set (no padding, so no example counts twice)."""
+        indices = list(range(self.info.rank, len(self.test_set), self.info.world_size))
+        return self._limit(list(BatchSampler(indices, self.cfg.task.batch_size, drop_last=False)))
+
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        # batch_size=None: the dataset returns a whole batch for a list of indices.
+        return DataLoader(dataset, sampler=batches, batch_size=None,
+                          num_workers=self.settings.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        enabled = bool(self.settings.amp) and self.device.type == "cuda"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    # -- one epoch ----------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """Train on every batch of ``epoch``; mean loss and metrics (over all ranks),
+        solver statistics (this rank) and wall time."""
+        self.train_model.train()
+        batches = self._train_batches(epoch)
+        sums: dict[str, float] = {}
+        started = time.perf_counter()
+        bar = tqdm(self._loader(self.train_set, batches), total=len(batches), leave=False,
+                   desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress)
+        with aca.track_stats() as stats:
+            for step, batch in enumerate(bar, start=1):
+                batch = self.task.prepare_batch(to_device(batch, self.device), train=True)
+                self.optimizer.zero_grad(set_to_none=True)
+                with self._autocast():
+                    loss, metrics = self.task.loss(self.train_model, batch)
+                loss.backward()
+                if self.settings.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+                self.optimizer.step()
+                if self.step_scheduler_per_batch:
+                    self.scheduler.step()
+                count = batch_length(batch)
+                for key, value in {"loss": float(loss.detach()), **metrics}.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * count
+                sums["count"] = sums.get("count", 0.0) + count
+                bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.4g}",
+                                nfe=(stats.nfe_forward + stats.nfe_backward) // step,
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
+        elapsed = time.perf_counter() - started
+        sums = distributed.sum_across_ranks(sums, self.info)
+        count = sums.pop("count")
+        row = {f"train_{key}": value / count for key, value in sums.items()}
+        row.update(stats.as_dict())
+        row["nfe"] = stats.nfe_forward + stats.nfe_backward
+        row["time_s"] = elapsed
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean test metrics over the full test set (each rank a share), the mean forward
+        NFE per test batch and the wall time."""
+        self.model.eval()
+        sums: dict[str, float] = {"count": 0.0, "batches": 0.0}
+        started = time.perf_counter()
+        with aca.track_stats() as stats:
+            for batch in self._loader(self.test_set, self._test_batches()):
+                batch = self.task.prepare_batch(to_device(batch, self.device), train=False)
+                with self._autocast():
+                    metrics = self.task.evaluate(self.model, batch)
+                count = batch_length(batch)
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * count
+                sums["count"] += count
+                sums["batches"] += 1
+        sums["nfe_forward"] = float(stats.nfe_forward)
+        sums = distributed.sum_across_ranks(sums, self.info)
+        count, batches, nfe = sums.pop("count"), sums.pop("batches"), sums.pop("nfe_forward")
+        row = {f"test_{key}": value / max(count, 1.0) for key, value in sums.items()}
+        row["test_nfe_per_batch"] = nfe / max(batches, 1.0)
+        row["test_time_s"] = time.perf_counter() - started
+        return row
+
+    # -- checkpoints --------------------------------------------------------
+    def save(self, name: str, epoch: int) -> None:
+        checkpoint.save(self.out_dir / name, model=self.model.state_dict(),
+                        optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), epoch=epoch, best=self.best,
+                        history=self.history, config=OmegaConf.to_container(self.cfg, resolve=True))
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, epoch, history, RNG."""
+        state = checkpoint.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
+        checkpoint.set_rng_state(state["rng"])
+        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+    def resume_source(self) -> Path | None:
+        """last.pt of this run dir (an interrupted run), else ``ckpt=``, else nothing."""
+        last = self.out_dir / "last.pt"
+        if self.settings.resume and last.is_file():
+            return last
+        return Path(self.cfg.ckpt) if self.cfg.ckpt else None
+
+    def _improved(self, row: dict[str, Any]) -> bool:
+        value = row.get(self.settings.monitor)
+        if value is None:
+            return False
+        better = self.best is None or (value < self.best if self.settings.monitor_mode == "min"
+                                       else value > self.best)
+        if better:
+            self.best = value
+        return better
+
+    # -- the loop -----------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        source = self.resume_source()
+        if source is not None:
+            self.resume(source)
+        for epoch in range(self.start_epoch, self.epochs):
+            row: dict[str, Any] = {"epoch": epoch + 1,
+                                   "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self.train_epoch(epoch))
+            if not self.step_scheduler_per_batch:
+                self.scheduler.step()
+            last_epoch = epoch + 1 == self.epochs
+            if last_epoch or (epoch + 1) % max(int(self.settings.eval_every), 1) == 0:
+                row.update(self.evaluate())
+            self.history.append(row)
+            self.logger.log(row, step=epoch + 1)
+            if self.info.is_main:
+                log.info("epoch %d/%d  %s", epoch + 1, self.epochs, "  ".join(
+                    f"{key}={value:.4g}" for key, value in row.items() if key != "epoch"))
+                write_metrics_csv(self.out_dir / "metrics.csv", self.history)
+                improved = self._improved(row)
+                if self.settings.checkpoint:
+                    if improved:
+                        self.save("best.pt", epoch + 1)
+                    self.save("last.pt", epoch + 1)
+        if self.info.is_main and self.best is None and self.history:
+            log.warning("trainer.monitor=%r is not a metrics column (%s): no best.pt written",
+                        self.settings.monitor, ", ".join(self.history[-1]))
+        return self.result()
+
+    def result(self) -> dict[str, Any]:
+        result = run_summary(self.cfg)
+        result.update(epochs=self.epochs, world_size=self.info.world_size,
+                      final=self.history[-1] if self.history else {},
+                      best={self.settings.monitor: self.best},
+                      wall_time_s=sum(row.get("time_s", 0.0) for row in self.history),
+                      nfe_total=sum(row.get("nfe", 0) for row in self.history))
+        if self.info.enabled:
+            result["ddp_replica_max_diff"] = distributed.replica_divergence(self.model, self.info)
+        if self.info.is_main:
+            result["report"] = self.task.report(self.model, self.history, self.out_dir)
+        return result
+
+
+def evaluate_checkpoint(cfg: DictConfig, task: Task, out_dir: Path,
+                        info: DistInfo) -> dict[str, Any]:
+    """``mode=eval``: the weights of ``ckpt`` evaluated on the test set with the solver
+    and method of this run's config (a test-time solver swap, no retraining)."""
+    state = checkpoint.load(cfg.ckpt)
+    trained = state.get("config", {})
+    trained_task = trained.get("task", {}).get("name")
+    if trained_task not in (None, cfg.task.name):
+        raise ConfigError(f"checkpoint {cfg.ckpt} was trained on task {trained_task!r}; "
+                          f"run with task={trained_task}")
+    trainer = Trainer(cfg, task, out_dir, info)
+    trainer.model.load_state_dict(state["model"])
+    result = run_summary(cfg)
+    result.update(ckpt=str(cfg.ckpt), epoch=state.get("epoch"), metrics=trainer.evaluate(),
+                  trained_with={"method": trained.get("method", {}).get("name"),
+                                "solver": trained.get("solver")})
+    return result
+
+
+def _write_config(cfg: DictConfig, out_dir: Path) -> None:
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    mode = "analysis" if "result" in result else result["mode"]
+    title = (f"{result['task']} | {mode} | method={result['method']} "
+             f"solver={result['solver']['name']}")
+    shown = {key: result[key] for key in ("final", "best", "metrics", "result", "wall_time_s",
+                                          "nfe_total", "ckpt") if key in result}
+    print(format_table(title, shown))
+
+
+def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Run one config (train, eval or a non-trainable task's analysis) writing into
+    ``out_dir``: config.yaml (resolved), metrics.csv, result.json, checkpoints. Under
+    torchrun it runs data-parallel and only rank 0 writes. Returns the result."""
+    check_config(cfg)
+    cls = task_class(cfg)
+    check_ode_options(ode_options(cfg))
+    info = distributed.setup(cfg.trainer.ddp, cfg.trainer.device)
+    try:
+        out_dir = Path(distributed.broadcast_object(str(out_dir), info))
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_config(cfg, out_dir)
+        seed_everything(cfg.seed, cfg.trainer.deterministic)
+        task = cls(cfg)
+        if not task.trainable:
+            result = run_summary(cfg)
+            if info.is_main:
+                result["result"] = task.analyze(out_dir)
+        elif cfg.mode == "eval":
+            result = evaluate_checkpoint(cfg, task, out_dir, info)
+        else:
+            logger = make_logger(cfg, out_dir, info.is_main)
+            try:
+                result = Trainer(cfg, task, out_dir, info, logger).fit()
+                logger.summary(result)
+            finally:
+                logger.finish()
+        result["out_dir"] = str(out_dir)
+        if info.is_main:
+            write_json(out_dir / "result.json", result)
+            _print_result(result)
+        return result
+    finally:
+        distributed.cleanup(info)
