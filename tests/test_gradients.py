@@ -11,7 +11,14 @@ from torch import nn
 import aca
 from aca.solvers import SOLVERS, Checkpoints, StepController, integrate
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Every test here runs in float64; the default is restored for other modules."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 class MLP(nn.Module):

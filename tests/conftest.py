@@ -1,0 +1,51 @@
+"""Shared helpers: composing run configs (with the test-only dummy task from
+tests/configs) and the command line and environment of an ``aca-run`` subprocess."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+TEST_CONFIG_DIR = TESTS_DIR / "configs"
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The run config ``aca-run`` would build, with tests/configs on the search path
+    (so ``task=dummy`` is available)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"hydra.searchpath=[file://{TEST_CONFIG_DIR}]",
+                                            *overrides])
+
+
+@pytest.fixture
+def dummy_config() -> Callable[..., DictConfig]:
+    """A quiet CPU config of the dummy task; extra overrides win."""
+    def make(*overrides: str) -> DictConfig:
+        return compose_config("task=dummy", "trainer.device=cpu", "trainer.progress=false",
+                              *overrides)
+    return make
+
+
+def cli_command(*args: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    """``python [launcher] -m aca.cli`` with tests/configs on Hydra's search path."""
+    return [sys.executable, *launcher, "-m", "aca.cli", *args,
+            f"hydra.searchpath=[file://{TEST_CONFIG_DIR}]"]
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI subprocess: the dummy task importable, one thread,
+    Hydra's short error reports, no wandb mode forced from outside."""
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("HYDRA_FULL_ERROR", "WANDB_MODE")}
+    environment.update(PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT)]),
+                       OMP_NUM_THREADS="1")
+    return environment

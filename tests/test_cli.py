@@ -1,0 +1,134 @@
+"""``aca-run`` end to end: a training run's records, a sweep, Hydra's own flags, and
+one clear line (exit status 2) for each kind of bad input. Three runs go through a
+real subprocess; the rest call the same entry point in-process, which is much cheaper
+than starting Python and torch again for every case."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TEST_CONFIG_DIR, cli_command, cli_env
+
+import aca
+from aca import cli
+
+BAD_INPUT = {
+    "unknown solver": (("solver=foo",), ["unknown solver 'foo'", "bosh3, dopri5"]),
+    "unknown method": (("method=foo",), ["unknown method 'foo'", "aca, adjoint, naive"]),
+    "unknown task": (("task=foo",), ["unknown task 'foo'", "toy"]),
+    "unknown experiment": (("+experiment=foo",), ["unknown experiment 'foo'"]),
+    "misspelt key": (("trainer.epoch=3",), ["unknown key 'trainer.epoch'", "eval_every"]),
+    "negative tolerance": (("task=dummy", "solver.rtol=-1"), ["rtol", "-1"]),
+    "fixed step without step size": (("task=dummy", "solver=euler", "solver.step_size=null"),
+                                     ["euler", "step_size"]),
+    "missing data directory": (("task=dummy", "task.require_data_dir=true",
+                                "data_dir=/nonexistent/aca-data"), ["/nonexistent/aca-data"]),
+    "unknown mode": (("task=dummy", "mode=predict"), ["'predict'", "train, eval"]),
+    "eval without checkpoint": (("task=dummy", "mode=eval"), ["ckpt=PATH"]),
+}
+SUBPROCESS_RUNS = {"train": ("task=dummy",), "unknown solver": BAD_INPUT["unknown solver"][0]}
+
+
+def _subprocess(cwd: Path, args: tuple[str, ...]) -> subprocess.CompletedProcess:
+    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.CompletedProcess]]:
+    """``python -m aca.cli`` from a scratch working directory, two at a time."""
+    cwds = {name: tmp_path_factory.mktemp(name.replace(" ", "_")) for name in SUBPROCESS_RUNS}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(_subprocess, cwds[name], args)
+                   for name, args in SUBPROCESS_RUNS.items()}
+        return {name: (cwds[name], future.result()) for name, future in futures.items()}
+
+
+@pytest.fixture
+def aca_main(tmp_path, monkeypatch, capsys) -> Callable[..., tuple[int, str, str]]:
+    """Call ``aca.cli.main`` in-process in ``tmp_path``: (exit status, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str, full_error: str = "0") -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["aca-run", *args,
+                                          f"hydra.searchpath=[file://{TEST_CONFIG_DIR}]"])
+        monkeypatch.setenv("HYDRA_FULL_ERROR", full_error)  # main() sets it to 1 for its own use
+        try:
+            cli.main()
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
+        out, err = capsys.readouterr()
+        return status, out, err
+    return invoke
+
+
+def _assert_one_error_line(status: int, stderr: str, expected: list[str]) -> None:
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "Traceback" not in stderr
+    for text in expected:
+        assert text in lines[0]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_bad_input_is_one_line_without_traceback(aca_main, case) -> None:
+    args, expected = BAD_INPUT[case]
+    status, _, stderr = aca_main(*args)
+    _assert_one_error_line(status, stderr, expected)
+
+
+def test_bad_input_from_a_real_process(real_runs) -> None:
+    _, done = real_runs["unknown solver"]
+    _assert_one_error_line(done.returncode, done.stderr, BAD_INPUT["unknown solver"][1])
+
+
+def test_hydra_full_error_lets_the_exception_through(aca_main) -> None:
+    with pytest.raises(aca.InvalidOptionError, match="rtol"):
+        aca_main("task=dummy", "solver.rtol=-1", full_error="1")
+
+
+def test_cfg_job_prints_the_composed_config_with_overrides(aca_main, tmp_path) -> None:
+    status, out, _ = aca_main("--cfg", "job", "task=dummy", "solver=rk4", "seed=7")
+    printed = yaml.safe_load(out)
+    assert status == 0 and printed["solver"]["name"] == "rk4" and printed["seed"] == 7
+    assert printed["task"]["name"] == "dummy" and "hydra" not in printed
+    assert not list(tmp_path.iterdir()), "--cfg job must not start a run"
+
+
+def test_training_run_writes_its_records_in_the_hydra_run_dir(real_runs) -> None:
+    cwd, done = real_runs["train"]
+    assert done.returncode == 0, done.stderr
+    [run_dir] = (cwd / "outputs" / "dummy" / "aca-dopri5").iterdir()
+    for name in (".hydra/config.yaml", "config.yaml", "metrics.csv", "result.json", "last.pt",
+                 "best.pt"):
+        assert (run_dir / name).is_file(), name
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["command"].startswith("python -m aca.cli task=dummy")
+    assert result["final"]["epoch"] == 3
+    assert "final.test_mse" in done.stdout and "dummy | train | method=aca" in done.stdout
+
+
+def test_sweep_runs_every_job_in_the_multirun_dir(aca_main, tmp_path) -> None:
+    status, _, stderr = aca_main("-m", "task=dummy", "method=aca,naive", "task.epochs=1",
+                                 "hydra.sweep.dir=sweep")
+    assert status == 0, stderr
+    for job, method in (("0_aca-dopri5", "aca"), ("1_naive-dopri5", "naive")):
+        result = json.loads((tmp_path / "sweep" / job / "result.json").read_text())
+        assert result["method"] == method
+
+
+def test_help_and_info_are_hydra_s(aca_main) -> None:
+    status, out, _ = aca_main("--help")
+    assert status == 0 and out.startswith("aca-run:")
+    assert "solver: bosh3, dopri5" in out and "experiment:" in out
+    status, out, _ = aca_main("--info", "searchpath")
+    assert status == 0 and "Config search path" in out and str(cli.CONFIG_DIR) in out

@@ -1,0 +1,79 @@
+"""Every config combination composes with Hydra's compose API, and the config groups
+agree with the library (solver and gradient names, step sizes, task classes)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import CONFIG_DIR, REPO_ROOT, compose_config
+from hydra import compose, initialize_config_dir
+
+import aca
+from aca.tasks.base import Task
+from aca.train.config import task_class
+
+METHODS = sorted(path.stem for path in (CONFIG_DIR / "method").glob("*.yaml"))
+SOLVERS = sorted(path.stem for path in (CONFIG_DIR / "solver").glob("*.yaml"))
+TASKS = sorted(path.stem for path in (CONFIG_DIR / "task").glob("*.yaml"))
+EXPERIMENTS = sorted(path.stem for path in (REPO_ROOT / "experiments").glob("*.yaml"))
+FIXED_STEP = {"euler", "midpoint", "rk4"}
+
+
+def test_groups_match_the_library() -> None:
+    assert set(METHODS) == set(aca.GRADIENTS)
+    assert set(SOLVERS) <= set(aca.SOLVERS)
+    assert {"euler", "midpoint", "rk4", "heun_euler", "bosh3", "dopri5", "tsit5"} <= set(SOLVERS)
+    assert TASKS, "configs/task/ holds no task"
+
+
+def _check_composes(task: str, method: str, solver: str) -> None:
+    cfg = compose("config", overrides=[f"task={task}", f"method={method}", f"solver={solver}"])
+    assert (cfg.method.name, cfg.solver.name) == (method, solver)
+    assert cfg.task.name and cfg.task.cls  # an alias (hopper -> mujoco) keeps its target's name
+    assert (cfg.solver.step_size is not None) == (solver in FIXED_STEP)
+    assert cfg.solver.rtol > 0 and cfg.solver.atol > 0
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_every_method_and_every_solver_composes_with_task(task: str) -> None:
+    """Each (task, method) and (task, solver) pair, in max(#methods, #solvers) composes."""
+    pairs = max(len(METHODS), len(SOLVERS))
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for index in range(pairs):
+            _check_composes(task, METHODS[index % len(METHODS)], SOLVERS[index % len(SOLVERS)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_full_method_solver_product_composes_with_task(task: str) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        for method in METHODS:
+            for solver in SOLVERS:
+                _check_composes(task, method, solver)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_task_config_names_a_task_class_with_a_recipe(task: str) -> None:
+    cfg = compose_config(f"task={task}")
+    cls = task_class(cfg)
+    assert issubclass(cls, Task)
+    if cls.trainable:
+        assert cfg.task.epochs > 0 and cfg.task.batch_size > 0
+        assert cfg.task.optimizer.lr > 0
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_presets_are_found_on_the_search_path(experiment: str) -> None:
+    cfg = compose_config(f"+experiment={experiment}")
+    assert cfg.task.name in TASKS
+
+
+@pytest.mark.parametrize("trainer", ["default", "ddp", "smoke"])
+def test_trainer_and_logger_groups_compose(trainer: str) -> None:
+    cfg = compose_config(f"trainer={trainer}", "logger=wandb")
+    assert cfg.trainer.resume in (True, False)
+    assert cfg.logger.name == "wandb" and cfg.logger.mode == "auto"
+
+
+def test_task_may_choose_the_monitored_metric() -> None:
+    assert compose_config("task=dummy").trainer.monitor == "test_mse"
+    assert compose_config("task=dummy", "trainer.monitor=test_x").trainer.monitor == "test_x"

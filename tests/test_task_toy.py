@@ -1,0 +1,62 @@
+"""The toy analytic-gradient task: gradients against the closed form, and the analysis run."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+from conftest import compose_config
+
+from aca.tasks.toy import ToyGradient, exact_gradients, measure_gradient
+from aca.train import run
+
+
+def test_closed_form_matches_autograd_of_the_exact_solution() -> None:
+    alpha = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    z0 = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    loss = (z0 * torch.exp(alpha * 4.0)) ** 2
+    loss.backward()
+    assert exact_gradients(0.3, 0.7, 4.0) == pytest.approx((z0.grad.item(), alpha.grad.item()),
+                                                           rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["aca", "adjoint", "naive"])
+def test_every_method_is_accurate_at_tight_tolerance(method: str) -> None:
+    ode = {"solver": "dopri5", "rtol": 1e-10, "atol": 1e-10, "step_size": None}
+    row = measure_gradient(method, 12.0, 0.2, 1.0, ode)
+    assert row["rel_err_z0"] < 1e-6 and row["rel_err_alpha"] < 1e-6
+    assert row["nfe_forward"] > 0
+    assert (row["nfe_backward"] > 0) == (method != "naive")
+
+
+def test_aca_error_shrinks_with_tolerance() -> None:
+    errors = [measure_gradient("aca", 15.0, 0.2, 1.0, {"solver": "dopri5", "rtol": tol,
+                                                       "atol": tol, "step_size": None})
+              ["rel_err_alpha"] for tol in (1e-3, 1e-6, 1e-9)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[0] > 1e-6 and errors[2] < 1e-7
+
+
+def test_analysis_writes_tables_and_figures(tmp_path) -> None:
+    results = tmp_path / "results"
+    cfg = compose_config("task=toy", "task.T_num=3", "task.solvers=[bosh3,dopri5]",
+                         "task.tolerances=[1e-3,1e-6]", f"task.results_dir={results}")
+    result = run(cfg, tmp_path / "run")["result"]
+    assert "the paper's aca < adjoint < naive" in result["ordering"]
+    for directory in (tmp_path / "run", results):
+        for name in ("toy.md", "toy_error_vs_T.png", "toy_error_vs_tol.png", "toy.json"):
+            assert (directory / name).is_file()
+    with (results / "toy_error_vs_tol.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 2 * 3  # solvers x tolerances x methods
+    assert all(math.isfinite(float(row["rel_err_z0"])) for row in rows)
+    with (results / "toy_error_vs_T.csv").open() as handle:
+        assert {float(row["T"]) for row in csv.DictReader(handle)} == {10.0, 15.0, 19.5, 20.0}
+
+
+def test_unknown_method_in_the_comparison_is_named() -> None:
+    cfg = compose_config("task=toy", "task.methods=[aca,backprop]")
+    with pytest.raises(ValueError, match="backprop.*choose one of: aca, adjoint, naive"):
+        ToyGradient(cfg).analyze(None)

@@ -1,0 +1,151 @@
+"""The shared trainer on the test-only dummy task: a smoke run per gradient method,
+exact resume, checkpoint evaluation with a swapped solver, non-trainable tasks, the
+learning-rate schedules and the wandb logger modes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from dummy_task import SimulatedCrash
+from omegaconf import OmegaConf
+
+from aca.train import ConfigError, run
+from aca.train.checkpoint import load
+from aca.train.loggers import format_table, wandb_mode
+from aca.train.optim import lr_factor
+
+FLOAT64_RK4 = ("task.dtype=float64", "solver=rk4", "solver.step_size=0.25")
+
+
+@pytest.mark.parametrize("method", ["aca", "adjoint", "naive"])
+def test_smoke_run_trains_and_writes_the_run_records(dummy_config, tmp_path, method) -> None:
+    result = run(dummy_config(f"method={method}"), tmp_path)
+    history = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(row["epoch"]) for row in history] == [1, 2, 3]
+    assert float(history[-1]["train_loss"]) < float(history[0]["train_loss"])
+    assert all(int(row["nfe_forward"]) > 0 and float(row["time_s"]) > 0 for row in history)
+    assert (int(history[0]["nfe_backward"]) > 0) == (method != "naive")
+    assert [float(row["lr"]) for row in history] == [0.01, 0.01, 0.005]  # multistep at 2
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["method"] == method and saved["final"]["epoch"] == 3
+    assert saved["final"]["test_mse"] == pytest.approx(float(history[-1]["test_mse"]))
+    assert saved["report"] == {"parameters": 25} and saved["command"]
+    assert saved["best"]["test_mse"] == min(float(row["test_mse"]) for row in history)
+    assert result["nfe_total"] == sum(int(row["nfe"]) for row in history)
+    assert OmegaConf.load(tmp_path / "config.yaml").method.name == method
+    assert load(tmp_path / "last.pt")["epoch"] == 3 and (tmp_path / "best.pt").is_file()
+
+
+def test_training_is_gradient_method_agnostic(dummy_config, tmp_path) -> None:
+    """With a fixed-step solver ACA's gradient equals naive backprop, so whole runs agree."""
+    finals = [run(dummy_config(f"method={method}", *FLOAT64_RK4), tmp_path / method)["final"]
+              for method in ("aca", "naive")]
+    assert finals[0]["train_loss"] == pytest.approx(finals[1]["train_loss"], rel=1e-12)
+    assert finals[0]["test_mse"] == pytest.approx(finals[1]["test_mse"], rel=1e-12)
+
+
+def test_interrupted_run_resumes_to_the_same_result(dummy_config, tmp_path) -> None:
+    epochs = ("task.epochs=4",)
+    uninterrupted = run(dummy_config(*epochs), tmp_path / "whole")
+    with pytest.raises(SimulatedCrash):  # 4 batches per epoch: dies inside epoch 2
+        run(dummy_config(*epochs, "task.crash_after_batches=6"), tmp_path / "split")
+    assert load(tmp_path / "split" / "last.pt")["epoch"] == 1
+    resumed = run(dummy_config(*epochs), tmp_path / "split")
+    for key in ("train_loss", "test_mse", "lr"):
+        assert resumed["final"][key] == uninterrupted["final"][key]
+    rows = list(csv.DictReader(open(tmp_path / "split" / "metrics.csv")))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
+    continued = run(dummy_config("task.epochs=5", f"ckpt={tmp_path / 'split' / 'last.pt'}"),
+                    tmp_path / "continued")  # a new run dir, started from the old run's state
+    continued_rows = list(csv.DictReader(open(tmp_path / "continued" / "metrics.csv")))
+    assert continued["final"]["epoch"] == 5 and continued_rows[:4] == rows
+    restart = run(dummy_config("trainer.resume=false", "task.epochs=1"), tmp_path / "split")
+    assert restart["final"]["epoch"] == 1  # resume=false starts over
+
+
+def test_eval_mode_swaps_the_solver_of_a_trained_checkpoint(dummy_config, tmp_path) -> None:
+    trained = run(dummy_config(), tmp_path / "train")
+    best = tmp_path / "train" / "best.pt"
+    same = run(dummy_config("mode=eval", f"ckpt={best}"), tmp_path / "same")
+    assert same["metrics"]["test_mse"] == pytest.approx(trained["best"]["test_mse"], rel=1e-6)
+    swapped = run(dummy_config("mode=eval", f"ckpt={best}", "solver=euler",
+                               "solver.step_size=0.5"), tmp_path / "euler")
+    assert swapped["solver"]["name"] == "euler"
+    assert swapped["trained_with"]["solver"]["name"] == "dopri5"
+    assert swapped["metrics"]["test_nfe_per_batch"] == 2  # two Euler steps on [0, 1]
+    assert swapped["metrics"]["test_mse"] != same["metrics"]["test_mse"]
+    saved = json.loads((tmp_path / "euler" / "result.json").read_text())
+    assert saved["metrics"] == swapped["metrics"]
+
+
+def test_eval_mode_rejects_a_checkpoint_of_another_task(dummy_config, tmp_path) -> None:
+    state = {"model": {}, "config": {"task": {"name": "cifar10"}}}
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="task=cifar10"):
+        run(dummy_config("mode=eval", f"ckpt={tmp_path / 'other.pt'}"), tmp_path / "out")
+
+
+def test_non_trainable_task_runs_its_analysis(dummy_config, tmp_path, capsys) -> None:
+    result = run(dummy_config("task.cls=dummy_task.DummyAnalysis", "solver=bosh3"), tmp_path)
+    assert result["result"] == {"answer": 42, "solver": "bosh3"}
+    assert (tmp_path / "analysis.txt").is_file() and not (tmp_path / "metrics.csv").exists()
+    assert json.loads((tmp_path / "result.json").read_text())["result"]["answer"] == 42
+    assert "result.answer  42" in capsys.readouterr().out
+
+
+def test_ddp_true_without_torchrun_is_a_config_error(dummy_config, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="torchrun"):
+        run(dummy_config("trainer=ddp", "trainer.device=cpu"), tmp_path)
+
+
+def test_learning_rate_schedules() -> None:
+    def factors(scheduler: dict, total: int = 10) -> list[float]:
+        factor = lr_factor(OmegaConf.create(scheduler), base_lr=0.1, total=total)
+        return [factor(n) for n in range(4)]
+
+    assert factors({"name": "none"}) == [1.0] * 4
+    assert factors({"name": "multistep", "milestones": [1, 3], "gamma": 0.1}) == pytest.approx(
+        [1.0, 0.1, 0.1, 0.01])
+    exponential = factors({"name": "exponential", "gamma": 0.5, "min_lr": 0.02})
+    assert exponential == pytest.approx([1.0, 0.5, 0.25, 0.2])
+    cosine = factors({"name": "cosine"}, total=2)
+    assert cosine == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="multistep"):
+        lr_factor(OmegaConf.create({"name": "step"}), base_lr=0.1, total=1)
+
+
+def test_format_table_aligns_flattened_keys() -> None:
+    rows = [{"solver": "rk4", "error": 0.5}, {"solver": "dopri5", "error": 1e-7}]
+    table = format_table("title", {"final": {"loss": 0.123456789, "epoch": 3}, "rows": rows})
+    lines = table.splitlines()
+    assert lines[0] == "title" and set(lines[1]) == {"-"}
+    assert lines[2:4] == ["final.loss   0.123457", "final.epoch  3"]
+    assert lines[4:] == ["", "rows:", "solver  error", "rk4     0.5", "dopri5  1e-07"]
+
+
+def test_wandb_mode_prefers_the_environment(monkeypatch) -> None:
+    auto = OmegaConf.create({"mode": "auto"})
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    assert wandb_mode(auto) == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode(auto) == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert wandb_mode(OmegaConf.create({"mode": "online"})) == "disabled"
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(ConfigError, match="offline"):
+        wandb_mode(auto)
+
+
+@pytest.mark.parametrize("mode", ["offline", "disabled"])
+def test_wandb_offline_writes_a_run_dir_and_disabled_writes_none(dummy_config, tmp_path,
+                                                                 monkeypatch, mode) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    result = run(dummy_config("logger=wandb", f"logger.mode={mode}", "task.epochs=1"), tmp_path)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == (1 if mode == "offline" else 0)
+    assert math.isfinite(result["final"]["train_loss"])
