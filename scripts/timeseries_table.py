@@ -27,6 +27,7 @@ from aca.tasks.timeseries import AXIS_LABELS
 from aca.train.config import task_class
 
 METHODS = ("aca", "adjoint", "naive")
+LINE_STYLES = {"aca": "--", "adjoint": ":", "naive": "-."}  # overlapping curves stay visible
 MODEL_TITLES = {"latent_ode": "Latent ODE", "ode_rnn": "ODE-RNN"}
 COLUMNS = ("model", "observed_fraction", "method", "test_mse", "test_mse_unobserved",
            "best_test_mse", "nfe_forward_per_iter", "nfe_backward_per_iter", "iterations",
@@ -108,7 +109,8 @@ def plot(rows: list[dict], fraction: float, path: Path, dims: list[int], index: 
                               lw=2, label="true")
                     axis.plot(times[seen], arrays["values"][index, seen, dim], "ko", ms=4,
                               label="observed")
-                axis.plot(times, arrays["predictions"][index, :, dim], "--", color=f"C{number}",
+                axis.plot(times, arrays["predictions"][index, :, dim], LINE_STYLES[run["method"]],
+                          color=f"C{number}", lw=1.5,
                           label=f"{run['method']} (test MSE {run['test_mse']:.3g})")
             axis.set_ylabel(f"dim {dim} ({value_label})")
         axes[0, column].set_title(f"{MODEL_TITLES[model]}, {fraction:.0%} observed, test series "

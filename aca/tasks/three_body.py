@@ -171,9 +171,9 @@ class ThreeBody(Task):
                   "atol": self.ode["atol"], **self._mass_metrics(model),
                   **self.evaluate(model, (times[None].to(device), truth[None].to(device))),
                   **history_totals(history)}
-        stride = max(1, len(times) // 200)
-        curves = {"times": times[::stride].tolist(), "truth": truth[::stride].tolist(),
-                  "predicted": predicted[::stride].tolist()}
+        kept = torch.linspace(0, len(times) - 1, min(len(times), 201)).round().long()
+        curves = {"times": times[kept].tolist(), "truth": truth[kept].tolist(),
+                  "predicted": predicted[kept].tolist()}
         name = f"{record['model']}_{record['method']}"
         out_dir = Path(out_dir)
         plot_trajectories({name: curves}, float(task.T_train), out_dir / f"three_body_{name}.png")

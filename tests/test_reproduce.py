@@ -1,0 +1,134 @@
+"""scripts/reproduce.py: the commands each target runs, and rendering from run records."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aca import reproduce
+
+SCRIPT = reproduce.REPO_ROOT / "scripts" / "reproduce.py"
+
+
+def write_json(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+
+
+def toy_row(method: str, error: float) -> dict:
+    return {"method": method, "abs_err_z0": error, "abs_err_alpha": 10 * error,
+            "nfe_forward": 32, "nfe_backward": 30, "T": 19.5, "solver": "dopri5", "rtol": 1e-3,
+            "atol": 1e-6}
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    """A results folder with a full toy record, a toy decay record missing 'naive' (partial),
+    a digits methods run lacking its test accuracy (partial), two digits seed runs, and
+    nothing else (missing)."""
+    root = tmp_path / "results"
+    write_json(root / "toy/toy.json", {"alpha": 0.2, "at_T_report": [
+        toy_row("aca", 0.125), toy_row("adjoint", 0.25), toy_row("naive", 0.5)]})
+    write_json(root / "toy/decay/toy.json", {"alpha": -0.2, "at_T_report": [
+        toy_row("aca", 0.125), toy_row("adjoint", 0.25)]})
+    write_json(root / "digits/runs/methods/node18-aca/result.json",
+               {"method": "aca", "final": {"test_acc": 0.975}, "wall_time_s": 12.5})
+    write_json(root / "digits/runs/methods/node18-adjoint/result.json",
+               {"method": "adjoint", "final": {"train_loss": 0.1}, "wall_time_s": 20.0})
+    for seed, accuracy in enumerate((0.9, 0.8, 0.95)):
+        write_json(root / f"digits/runs/seeds/node18-seed{seed}/result.json",
+                   {"final": {"test_acc": accuracy}})
+    (root / "toy/COMMAND.txt").write_text("aca-run +experiment=toy\n")
+    return root
+
+
+def table_rows(markdown: str, title_start: str) -> list[list[str]]:
+    """The body rows of the Markdown table under the heading that starts with title_start."""
+    section = markdown.split(f"### {title_start}", 1)[1].split("\n### ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
+
+
+def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) -> None:
+    problems = reproduce.render(records)
+    tables = (records / "paper_tables.md").read_text()
+
+    toy = table_rows(tables, "Toy")
+    assert toy[0] == ["0.2", "19.5", "dopri5", "0.001", "1.000e-06", "aca", "0.125", "1.25", "32",
+                      "30", "≈0.48"]
+    assert toy[2][5:8] == ["naive", "0.5", "5"] and toy[2][-1] == "≈0.96"
+    assert toy[5][:1] + toy[5][5:8] == ["-0.2", "naive", "missing", "missing"]  # partial record
+
+    digits = table_rows(tables, "Digits (8x8): NODE-18 trained")
+    assert digits[0][1:4] == ["NODE-18 (aca)", "97.5", "12.5"] and digits[0][4] == "≈92.65"
+    assert digits[1][1:4] == ["NODE-18 (adjoint)", "missing", "20"]  # no test_acc
+    assert digits[2][2] == "missing"  # no naive run at all
+    seeds = table_rows(tables, "Digits (8x8): final test accuracy over seeds")
+    assert seeds[0][1:6] == ["NODE-18", "3", "90", "80", "95"]  # median, min, max
+    assert seeds[1][2:4] == ["0", "missing"]
+
+    three_body = table_rows(tables, "Three-body")
+    assert three_body[0][5] == "missing" and three_body[0][-1] == reproduce.PAPER_THREE_BODY_MASSES
+
+    assert "results/toy/decay/toy.json is partial: no naive row at T_report" in problems
+    assert "results/digits/runs/methods/node18-adjoint/result.json is partial: no final.test_acc" \
+        in problems
+    assert any(p.startswith("results/bench/bench.json is missing: run `python scripts/"
+                            "reproduce.py run bench`") for p in problems)
+    readme = (records / "README.md").read_text()
+    assert "## Missing or partial records" in readme and problems[0] in readme
+    assert "[toy/COMMAND.txt](toy/COMMAND.txt)" in readme
+    assert "aca-run +experiment=toy task.results_dir=results/toy" in readme
+    latex = (records / "paper_tables.tex").read_text()
+    assert latex.count(r"\begin{tabular}") == tables.count("\n### ")
+    assert r"$\approx$0.48" in latex and "NODE-18 (adjoint) & missing" in latex
+
+
+def test_render_of_an_unreadable_record_names_it(records: Path) -> None:
+    (records / "toy/toy.json").write_text("{not json")
+    problems = reproduce.render(records)
+    assert any(p.startswith("results/toy/toy.json is unreadable") for p in problems)
+    assert table_rows((records / "paper_tables.md").read_text(), "Toy")[0][6] == "missing"
+
+
+def test_readme_results_section_is_replaced_in_place() -> None:
+    text = "# aca\n\n## Results\n\nold\n\n## Later\n\nkept\n"
+    new = reproduce.replace_section(text, "## Results\n\nnew table\n")
+    assert new == "# aca\n\n## Results\n\nnew table\n\n## Later\n\nkept\n"
+
+
+def test_dry_run_prints_the_aca_run_commands() -> None:
+    result = subprocess.run([sys.executable, str(SCRIPT), "run", "three_body", "--scale", "paper",
+                             "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "aca-run -m +experiment=three_body_paper task.results_dir=results/three_body/paper"]
+    smoke = [step.shell() for step in reproduce.plan("toy", "smoke")]
+    assert smoke[0] == ("aca-run +experiment=toy task.results_dir=outputs/smoke/toy task.T_num=3 "
+                        "'task.solvers=[dopri5]' 'task.tolerances=[1e-3]'")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "cifar11"], "error: unknown target 'cifar11'; choose one of: toy, vdp, cifar10"),
+    (["run", "toy", "--scale", "huge"], "error: unknown scale 'huge'; choose one of: smoke, cpu, "
+                                        "paper"),
+    (["run", "digits", "--scale", "paper"], "error: target 'digits' has no 'paper' scale; "
+                                            "choose one of: smoke, cpu"),
+])
+def test_bad_input_is_one_line_naming_the_choices(argv: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert reproduce.main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(message) and error.count("\n") == 1
+
+
+def test_every_target_plans_at_each_of_its_scales() -> None:
+    for name, target in reproduce.TARGETS.items():
+        for scale in target.scales:
+            steps = reproduce.plan(name, scale, "ROOT")
+            assert steps and all(step.argv[0] in ("aca-run", "python") for step in steps)
+            assert any(f"ROOT/{target.folder}" in step.shell() for step in steps), (name, scale)
