@@ -46,7 +46,8 @@ def group_options(group: str) -> list[str]:
 
 def describe_error(error: BaseException) -> str | None:
     """One line for an error caused by the user's input, None for a bug (whose
-    traceback is worth seeing)."""
+    traceback is worth seeing). Tasks and data code report bad settings with
+    ValueError and missing optional extras with ImportError (naming the extra)."""
     if isinstance(error, MissingConfigException):
         missing = re.search(r"Could not find '([^']+)/([^'/]+)'", str(error))
         if missing:
@@ -62,7 +63,8 @@ def describe_error(error: BaseException) -> str | None:
             return f"unknown key {cause.full_key!r}; valid keys here: {valid}"
         return f"{error}: {cause}"
     if isinstance(error, (ConfigCompositionException, OverrideParseException,
-                          OmegaConfBaseException, ConfigError, aca.ODEError, FileNotFoundError)):
+                          OmegaConfBaseException, ConfigError, aca.ODEError, FileNotFoundError,
+                          ValueError, ImportError)):
         return str(error)
     return None
 

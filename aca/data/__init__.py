@@ -1,0 +1,1 @@
+"""Datasets: CIFAR pickle reader, Hopper generator, irregular sampling."""
