@@ -118,4 +118,10 @@ def odeint(
         controller_options={"safety": safety, "ifactor": ifactor, "dfactor": dfactor,
                             "pi_beta": pi_beta},
     )
+    if not torch.is_grad_enabled() or (
+            gradient != "naive" and not y0.requires_grad and not problem.params):
+        # nothing to differentiate (evaluation): no checkpoints, no graph
+        outputs, counts = problem.solve(y0)
+        problem.report_forward(counts)
+        return torch.stack(outputs)
     return GRADIENTS[gradient](problem, y0)

@@ -255,3 +255,16 @@ def test_plain_callable_gets_gradients_for_y0():
     (y1,) = aca.odeint(lambda t, y: -y, y0, [0.0, 1.0], gradient="aca", rtol=1e-10, atol=1e-12)[1:]
     (grad,) = torch.autograd.grad(y1.sum(), [y0])
     assert abs(grad.item() - math.exp(-1)) < 1e-8
+
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint", "naive"])
+def test_solving_without_gradients_gives_the_same_values(gradient):
+    func, y0 = MLP(), torch.randn(4, 3)
+    with_graph = aca.odeint(func, y0.requires_grad_(), [0.0, 0.5, 2.0], gradient=gradient)
+    stats = aca.SolveStats()
+    with torch.no_grad():
+        without = aca.odeint(func, y0, [0.0, 0.5, 2.0], gradient=gradient, stats=stats)
+    # naive computes its step sizes as tensors: equal to the float ones up to round-off
+    same = torch.equal if gradient != "naive" else torch.allclose
+    assert same(with_graph.detach(), without) and not without.requires_grad
+    assert stats.nfe_forward > 0
