@@ -59,6 +59,24 @@ def _check_finite(y: Tensor, t: float) -> None:
         raise NonFiniteStateError(f"the state became non-finite (nan/inf) by t={t:g}")
 
 
+def _fixed_segment(func: Func, y: Tensor, t: float, t_target: float, n_steps: int,
+                   step: float, tableau: ButcherTableau, counts: Counts,
+                   checkpoints: Checkpoints | None) -> Tensor:
+    """``n_steps`` steps on the grid ``t + k·step``, the last one landing on ``t_target``."""
+    start = t
+    for k in range(n_steps):
+        t_next = t_target if k == n_steps - 1 else start + (k + 1) * step
+        h = t_next - t
+        y_next, _, _, nfe = rk_step(func, t, y, h, tableau)
+        counts.nfe += nfe
+        if checkpoints is not None:
+            checkpoints.add(t, h, y)
+        t, y = t_next, y_next
+    counts.accepted += n_steps
+    _check_finite(y, t)
+    return y
+
+
 def integrate(
     func: Func,
     y0: Tensor,
@@ -99,17 +117,9 @@ def integrate(
                 raise MaxStepsExceededError(
                     f"fixed-step solve needs more than max_steps={max_steps} steps of "
                     f"{step_size:g}; raise max_steps or the step size")
-            start = t
-            for k in range(n_steps):
-                t_next = t_target if k == n_steps - 1 else start + (k + 1) * direction * step_size
-                h_fixed = t_next - t
-                y_next, _, _, nfe = rk_step(func, t, y, h_fixed, tableau)
-                counts.nfe += nfe
-                if checkpoints is not None:
-                    checkpoints.add(t, h_fixed, y)
-                t, y = t_next, y_next
-            counts.accepted += n_steps
-            _check_finite(y, t)
+            y = _fixed_segment(func, y, t, t_target, n_steps, direction * step_size, tableau,
+                               counts, checkpoints)
+            t = t_target
         else:
             while t != t_target:
                 if attempts >= max_steps:
