@@ -9,7 +9,7 @@ import torchdiffeq
 from torch import nn
 
 import aca
-from aca.solvers import SOLVERS, Checkpoints, StepController, integrate
+from aca.solvers import SOLVERS, AdaptiveSteps, Checkpoints, integrate
 
 
 @pytest.fixture(autouse=True)
@@ -78,7 +78,7 @@ def test_aca_equals_autograd_through_the_accepted_steps(solver):
     checkpoints = Checkpoints()
     tableau = SOLVERS[solver]
     with torch.no_grad():
-        integrate(func, y0, t, tableau, StepController(rtol, atol, tableau.order), None, 10**4,
+        integrate(func, y0, t, tableau, AdaptiveSteps(rtol, atol, tableau.order), 10**4,
                   checkpoints=checkpoints)
     assert len(checkpoints.times) > 4
     ys = reference_rk(func, y0, checkpoints.times, checkpoints.steps,

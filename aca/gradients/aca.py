@@ -28,10 +28,9 @@ def _states_in_reverse(problem: Problem, cp: Checkpoints) -> Iterator[tuple[int,
         nfe = 0
         with torch.no_grad():
             for i in range(start, min(start + cp.stride, n_steps) - 1):
-                y_next, _, _, used = rk_step(problem.rhs, cp.times[i], block[-1], cp.steps[i],
-                                             problem.tableau)
-                block.append(y_next)
-                nfe += used
+                step = rk_step(problem.rhs, cp.times[i], block[-1], cp.steps[i], problem.tableau)
+                block.append(step.y)
+                nfe += step.nfe
         for i in reversed(range(start, start + len(block))):
             yield i, block[i - start], nfe
             nfe = 0
@@ -64,12 +63,11 @@ class _ACA(torch.autograd.Function):
                 if i + 1 in outputs_at:
                     adjoint = adjoint + grad_ys[outputs_at[i + 1]]
                 y_i = state.detach().requires_grad_()
-                y_next, _, _, used = rk_step(problem.rhs, cp.times[i], y_i, cp.steps[i],
-                                             problem.tableau)
-                grads = torch.autograd.grad(y_next, (y_i, *params), adjoint, allow_unused=True)
+                step = rk_step(problem.rhs, cp.times[i], y_i, cp.steps[i], problem.tableau)
+                grads = torch.autograd.grad(step.y, (y_i, *params), adjoint, allow_unused=True)
                 adjoint = grads[0]
                 accumulate(param_grads, grads[1:])
-                nfe += used + recompute_nfe
+                nfe += step.nfe + recompute_nfe
         problem.sinks.add(nfe_backward=nfe)
         adjoint = adjoint + grad_ys[0]
         return (None, adjoint, *param_grads)
@@ -83,8 +81,8 @@ def _backward_through_chain(ctx, grad_ys: Tensor, params: list[Tensor]) -> list[
     output_ends = set(cp.segment_ends)
     y, outputs, nfe = y0, [y0], 0
     for i, (t, h) in enumerate(zip(cp.times, cp.steps)):
-        y, _, _, used = rk_step(problem.rhs, t, y, h, problem.tableau)
-        nfe += used
+        step = rk_step(problem.rhs, t, y, h, problem.tableau)
+        y, nfe = step.y, nfe + step.nfe
         if i + 1 in output_ends:
             outputs.append(y)
     problem.sinks.add(nfe_backward=nfe)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from aca.solvers import Checkpoints, Counts, StepController, integrate, rms_norm
+from aca.solvers import AdaptiveSteps, Checkpoints, ConstantSteps, Counts, integrate, rms_norm
 from aca.solvers.control import Norm
 from aca.solvers.step import Func
 from aca.solvers.tableau import ButcherTableau
@@ -40,18 +40,24 @@ class Problem:
         self.params = [p for p in module.parameters() if p.requires_grad]
         self.buffers = list(module.buffers())
 
-    def controller(self, norm: Norm = rms_norm) -> StepController | None:
+    def controller(self, norm: Norm = rms_norm,
+                   differentiable: bool = False) -> ConstantSteps | AdaptiveSteps:
         if self.step_size is not None:
-            return None
-        return StepController(self.rtol, self.atol, self.tableau.order, norm=norm,
-                              **self.controller_options)
+            return ConstantSteps(self.step_size)
+        return AdaptiveSteps(self.rtol, self.atol, self.tableau.order, norm=norm,
+                             differentiable=differentiable, **self.controller_options)
 
     def solve(self, y0: Tensor, *, func: Func | None = None, times: list[float] | None = None,
               norm: Norm = rms_norm, differentiable: bool = False,
               checkpoints: Checkpoints | None = None) -> tuple[list[Tensor], Counts]:
-        return integrate(func or self.rhs, y0, times or self.times, self.tableau,
-                         self.controller(norm), self.step_size, self.max_steps,
-                         differentiable=differentiable, checkpoints=checkpoints)
+        """Integrate ``func`` (default: the problem's) over ``times`` (default: the
+        output times). ``differentiable`` puts step sizes and times in the graph."""
+        times = times or self.times
+        differentiable = differentiable and self.step_size is None  # a grid has constant steps
+        time_args = [y0.new_tensor(t) for t in times] if differentiable else None
+        return integrate(func or self.rhs, y0, times, self.tableau,
+                         self.controller(norm, differentiable), self.max_steps,
+                         time_args=time_args, checkpoints=checkpoints)
 
     def report_forward(self, counts: Counts) -> None:
         self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted, rejected=counts.rejected)
