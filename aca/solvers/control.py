@@ -37,6 +37,11 @@ def rms_norm(x: Tensor) -> Tensor:
     return x.pow(2).mean().sqrt()
 
 
+def _precise(x: Tensor) -> Tensor:
+    """float16/bfloat16 in float32, so that error norms neither overflow nor round to 0."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class ConstantSteps:
     """Steps of ``step_size`` on the grid ``t_k + j·step_size`` of each output
     interval ``[t_k, t_{k+1}]``, the last one landing on ``t_{k+1}``."""
@@ -106,6 +111,7 @@ class AdaptiveSteps:
     def __post_init__(self) -> None:
         self.alpha = 1.0 / self.order - 0.75 * self.pi_beta
         self.prev_ratio = 1.0
+        self.before_landing: tuple[float, Scalar] | None = None
 
     def start(self, func: Func, times: list[float], t_arg: Scalar, y: Tensor,
               max_steps: int) -> tuple[Tensor | None, int]:
@@ -117,11 +123,16 @@ class AdaptiveSteps:
         return k1, 2
 
     def propose(self, t: float, t_arg: Scalar, target: float, target_arg: Scalar) -> Proposal:
-        if abs(self.h) >= abs(target - t) * (1 - 1e-9):  # land on the output time
+        landing = abs(self.h) >= abs(target - t) * (1 - 1e-9)
+        # a step shortened to land on an output time says nothing about the step size
+        # the solution allows: after it, go on with the step proposed before it
+        self.before_landing = (self.h, self.h_arg) if landing else None
+        if landing:
             return target - t, target_arg - t_arg, target, target_arg
         return self.h, self.h_arg, t + self.h, t_arg + self.h_arg
 
     def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor) -> Tensor:
+        y0, y1, error = _precise(y0), _precise(y1), _precise(error)
         scale = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
         return self.norm(error / scale)
 
@@ -151,6 +162,8 @@ class AdaptiveSteps:
             self.h_arg = h_arg * (factor * (ratio / ratio_value) ** -self.alpha)
         if ratio_value <= 1.0:
             self.prev_ratio = max(ratio_value, 1e-4)  # the PI controller's memory
+            if self.before_landing is not None and abs(self.before_landing[0]) > abs(self.h):
+                self.h, self.h_arg = self.before_landing
             return True
         if abs(self.h) < 16 * math.ulp(max(abs(t), abs(target))):
             if not math.isfinite(ratio_value):
@@ -169,13 +182,14 @@ class AdaptiveSteps:
         """Hairer, Nørsett & Wanner, Solving ODEs I, II.4: one extra evaluation.
         Returns the signed step (a tensor in the graph when ``differentiable``)
         and its value."""
-        differentiable = self.differentiable
+        differentiable, state_dtype = self.differentiable, y0.dtype
+        y0, f0 = _precise(y0), _precise(f0)
         scale = y0.abs() * self.rtol + self.atol
         d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
         d0_value, d1_value = torch.stack([d0, d1]).tolist()
         h0 = 0.01 * d0 / d1 if d0_value >= 1e-5 and d1_value >= 1e-5 else d0.new_tensor(1e-6)
         h0_step = direction * (h0 if differentiable else h0.item())
-        f1 = func(t0 + h0_step, y0 + h0_step * f0)
+        f1 = _precise(func(t0 + h0_step, (y0 + h0_step * f0).to(state_dtype)))
         d2 = self.norm((f1 - f0) / scale) / h0
         d_max = torch.maximum(d1, d2)
         if d_max.item() <= 1e-15:

@@ -9,6 +9,7 @@ steps. What a gradient method needs from the forward pass it asks for:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -25,19 +26,26 @@ class Checkpoints:
     ``steps[i]`` of every step, the start state of the steps in ``states`` (every
     ``stride``-th one when ``max_states`` bounds memory: the stride doubles each
     time the budget is exceeded), and the number of steps completed at each
-    output time (``segment_ends``)."""
+    output time (``segment_ends``). ``annotate``, if given, is called on every
+    accepted step with the evaluations its attempt made and whether its first
+    stage came from elsewhere (FSAL); its results are kept in ``notes``."""
 
     max_states: int | None = None
+    annotate: Callable[[int, bool], object] | None = None
     times: list[float] = field(default_factory=list)
     steps: list[float] = field(default_factory=list)
     states: dict[int, Tensor] = field(default_factory=dict)
     segment_ends: list[int] = field(default_factory=list)
+    notes: list[object] = field(default_factory=list)
     stride: int = 1
 
-    def add(self, t: float, h: float, y: Tensor) -> None:
+    def add(self, t: float, h: float, y: Tensor, evaluations: int = 0,
+            first_stage_given: bool = False) -> None:
         index = len(self.times)
         self.times.append(t)
         self.steps.append(h)
+        if self.annotate is not None:
+            self.notes.append(self.annotate(evaluations, first_stage_given))
         if index % self.stride:
             return
         self.states[index] = y
@@ -88,7 +96,7 @@ def integrate(
             counts.nfe += step.nfe
             if controller.accept(y, step, h, h_arg, t, target):
                 if checkpoints is not None:
-                    checkpoints.add(t, h, y)
+                    checkpoints.add(t, h, y, step.nfe, k1 is not None)
                 t, t_arg, y, k1 = t_next, t_next_arg, step.y, step.k_last
                 counts.accepted += 1
             else:
