@@ -19,6 +19,7 @@ from aca.errors import (
     UnknownSolverError,
 )
 from aca.gradients import GRADIENTS, Problem
+from aca.gradients.watch import Watched
 from aca.solvers import SOLVERS, ButcherTableau
 from aca.solvers.step import Func
 from aca.stats import SolveStats, StatsSinks
@@ -180,7 +181,7 @@ def odeint(
         return GRADIENTS[gradient](problem, y0)
     # nothing to differentiate (evaluation): no checkpoints, no graph, but with grad
     # enabled a func over tensors aca cannot see is refused rather than run
-    func = problem.watched(y0, unseen=grad_enabled, random=None)
+    func = Watched(problem, y0, unseen=grad_enabled, random=None)
     with torch.no_grad():
         outputs, counts = problem.solve(y0, func=func)
     problem.report_forward(counts)

@@ -24,8 +24,9 @@ from math import comb
 import torch
 from torch import Tensor
 
-from aca.gradients.base import Problem, accumulate, preserved_buffers, unreplayable_random
+from aca.gradients.base import Problem, accumulate, preserved_buffers
 from aca.gradients.replay import RandomStates, pack, unpack
+from aca.gradients.watch import Watched, unreplayable_random
 from aca.solvers import Checkpoints, rk_step
 from aca.solvers.step import Scalar
 
@@ -126,7 +127,7 @@ def _reverse(steps: _Steps, states: dict[int, Tensor],
 class _ACA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: Problem, y0: Tensor, t: Tensor | None, *params: Tensor) -> Tensor:
-        func = problem.watched(y0, unseen=True, random="replay")
+        func = Watched(problem, y0, unseen=True, random="replay")
         checkpoints = Checkpoints(problem.max_checkpoints, annotate=func.annotate)
         outputs, counts = problem.solve(y0, func=func, checkpoints=checkpoints)
         problem.report_forward(counts)

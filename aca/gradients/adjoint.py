@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from aca.errors import ODEError
-from aca.gradients.base import Problem, preserved_buffers, unreplayable_random
+from aca.gradients.base import Problem, preserved_buffers
+from aca.gradients.watch import Watched, unreplayable_random
 from aca.solvers import rms_norm
 
 
@@ -31,7 +32,7 @@ def _mixed_norm(sizes: list[int]):
 class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: Problem, y0: Tensor, t: Tensor | None, *params: Tensor) -> Tensor:
-        func = problem.watched(y0, unseen=True, random="refuse")
+        func = Watched(problem, y0, unseen=True, random="refuse")
         outputs, counts = problem.solve(y0, func=func)
         problem.report_forward(counts)
         ys = torch.stack(outputs)

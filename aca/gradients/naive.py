@@ -9,10 +9,11 @@ import torch
 from torch import Tensor
 
 from aca.gradients.base import Problem
+from aca.gradients.watch import Watched
 
 
 def naive_solve(problem: Problem, y0: Tensor) -> Tensor:
-    func = problem.watched(y0, unseen=False, random=None)
+    func = Watched(problem, y0, unseen=False, random=None)
     outputs, counts = problem.solve(y0, func=func, differentiable=True)
     problem.report_forward(counts)
     return torch.stack(outputs)
