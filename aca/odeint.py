@@ -84,10 +84,12 @@ def check_options(solver: str, gradient: str, rtol: float, atol: float, step_siz
 def _output_times(t: Tensor | Sequence[float]) -> list[float]:
     if isinstance(t, Tensor):
         times = t.detach().reshape(-1).tolist()
-    elif isinstance(t, Sequence) and all(_is_number(x) for x in t):
-        times = [float(x) for x in t]
     else:
-        raise NonMonotoneTimeError(f"t must be a 1-D tensor or sequence of numbers, got {t!r}")
+        items = list(t) if isinstance(t, Iterable) and not isinstance(t, str) else [None]
+        if not all(_is_number(x) for x in items):
+            raise NonMonotoneTimeError(
+                f"t must be a 1-D tensor or sequence of numbers, got {t!r}")
+        times = [float(x) for x in items]
     if isinstance(t, Tensor) and (t.dim() != 1 or t.is_complex()) or not times:
         raise NonMonotoneTimeError(f"t must be a non-empty 1-D sequence of times, got shape "
                                    f"{tuple(t.shape) if isinstance(t, Tensor) else len(times)}")
