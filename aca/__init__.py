@@ -6,15 +6,18 @@ naive backpropagation; ``aca.ODEBlock`` wraps a solve as a layer.
 """
 
 from aca.errors import (
+    FuncOutputError,
     InvalidOptionError,
     MaxStepsExceededError,
     NonFiniteStateError,
     NonMonotoneTimeError,
     ODEError,
+    RandomStateError,
     StepSizeRequiredError,
     StepSizeUnderflowError,
     UnknownGradientError,
     UnknownSolverError,
+    UnseenTensorError,
 )
 from aca.gradients import GRADIENTS
 from aca.models.odeblock import ODEBlock
@@ -25,8 +28,8 @@ from aca.stats import SolveStats, track_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRADIENTS", "SOLVERS", "InvalidOptionError", "MaxStepsExceededError", "NonFiniteStateError",
-    "NonMonotoneTimeError", "ODEBlock", "ODEError", "SolveStats", "StepSizeRequiredError",
-    "StepSizeUnderflowError", "UnknownGradientError", "UnknownSolverError", "__version__",
-    "odeint", "track_stats",
+    "GRADIENTS", "SOLVERS", "FuncOutputError", "InvalidOptionError", "MaxStepsExceededError",
+    "NonFiniteStateError", "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError",
+    "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError", "UnknownGradientError",
+    "UnknownSolverError", "UnseenTensorError", "__version__", "odeint", "track_stats",
 ]

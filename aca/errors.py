@@ -35,3 +35,17 @@ class MaxStepsExceededError(ODEError, RuntimeError):
 
 class StepSizeUnderflowError(ODEError, RuntimeError):
     """The adaptive step size shrank below what floating point can resolve."""
+
+
+class FuncOutputError(ODEError, ValueError):
+    """``func(t, y)`` returned something other than a tensor of the state's shape,
+    dtype and device."""
+
+
+class UnseenTensorError(ODEError, ValueError):
+    """``func`` depends on tensors requiring grad that ``aca``/``adjoint`` cannot see
+    (not parameters of an ``nn.Module`` func, not passed as ``params=``)."""
+
+
+class RandomStateError(ODEError, RuntimeError):
+    """``func`` draws random numbers that the gradient method cannot replay."""

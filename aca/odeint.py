@@ -4,7 +4,8 @@ a gradient method (torchdiffeq's call signature)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -18,6 +19,7 @@ from aca.errors import (
     UnknownSolverError,
 )
 from aca.gradients import GRADIENTS, Problem
+from aca.gradients.watch import Watched
 from aca.solvers import SOLVERS, ButcherTableau
 from aca.solvers.step import Func
 from aca.stats import SolveStats, StatsSinks
@@ -27,13 +29,26 @@ def _choices(names) -> str:
     return ", ".join(sorted(names))
 
 
+def _is_number(value: object) -> bool:
+    """A real number: ``True`` and ``"1e-3"`` are not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _require(name: str, value: object, valid: bool, what: str,
+             error: type[InvalidOptionError | StepSizeRequiredError] = InvalidOptionError) -> None:
+    if not valid:
+        raise error(f"{name} must be {what}, got {value!r}")
+
+
 def check_options(solver: str, gradient: str, rtol: float, atol: float, step_size: float | None,
-                  max_steps: int, max_checkpoints: int | None) -> ButcherTableau:
+                  max_steps: int, max_checkpoints: int | None, safety: float = 0.9,
+                  ifactor: float = 10.0, dfactor: float = 0.2,
+                  pi_beta: float = 0.0) -> ButcherTableau:
     """Validate the options of a solve (also used by ``ODEBlock`` at construction)
     and return the tableau."""
-    if solver not in SOLVERS:
+    if not isinstance(solver, str) or solver not in SOLVERS:
         raise UnknownSolverError(f"unknown solver {solver!r}; choose one of: {_choices(SOLVERS)}")
-    if gradient not in GRADIENTS:
+    if not isinstance(gradient, str) or gradient not in GRADIENTS:
         raise UnknownGradientError(
             f"unknown gradient method {gradient!r}; choose one of: {_choices(GRADIENTS)}")
     tableau = SOLVERS[solver]
@@ -41,25 +56,41 @@ def check_options(solver: str, gradient: str, rtol: float, atol: float, step_siz
         raise StepSizeRequiredError(
             f"solver {solver!r} is fixed-step and needs step_size=<h>; adaptive solvers are: "
             f"{_choices(n for n, t in SOLVERS.items() if t.adaptive)}")
-    if step_size is not None and not (step_size > 0 and math.isfinite(step_size)):
-        raise StepSizeRequiredError(f"step_size must be a positive number, got {step_size!r}")
+    if step_size is not None:
+        _require("step_size", step_size, _is_number(step_size) and 0 < step_size < math.inf,
+                 "a positive number (or None for adaptive steps)", StepSizeRequiredError)
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if not (value >= 0 and math.isfinite(value)):
-            raise InvalidOptionError(f"{name} must be a non-negative number, got {value!r}")
+        _require(name, value, _is_number(value) and 0 <= value < math.inf,
+                 "a non-negative number")
     if step_size is None and rtol == 0 and atol == 0:
         raise InvalidOptionError("rtol and atol cannot both be 0 for an adaptive solver")
-    if not (isinstance(max_steps, int) and max_steps > 0):
-        raise InvalidOptionError(f"max_steps must be a positive integer, got {max_steps!r}")
-    if max_checkpoints is not None and not (
-            isinstance(max_checkpoints, int) and max_checkpoints >= 2):
-        raise InvalidOptionError(
-            f"max_checkpoints must be an integer >= 2 (or None for all), got {max_checkpoints!r}")
+    _require("max_steps", max_steps,
+             isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps > 0,
+             "a positive integer")
+    _require("max_checkpoints", max_checkpoints, max_checkpoints is None or (
+        isinstance(max_checkpoints, int) and not isinstance(max_checkpoints, bool)
+        and max_checkpoints >= 2), "an integer >= 2 (or None for all)")
+    _require("safety", safety, _is_number(safety) and 0 < safety <= 1, "in (0, 1]")
+    _require("ifactor", ifactor, _is_number(ifactor) and 1 <= ifactor < math.inf,
+             "a number >= 1 (the largest growth of the step size)")
+    _require("dfactor", dfactor, _is_number(dfactor) and 0 < dfactor <= 1,
+             "in (0, 1] (the largest shrinking of the step size)")
+    beta_max = 4 / (3 * tableau.order)  # beyond it the error exponent 1/order - 0.75 beta <= 0
+    _require("pi_beta", pi_beta, _is_number(pi_beta) and 0 <= pi_beta < beta_max,
+             f"in [0, {beta_max:.3g}) for {solver!r} (order {tableau.order})")
     return tableau
 
 
 def _output_times(t: Tensor | Sequence[float]) -> list[float]:
-    times = t.detach().reshape(-1).tolist() if isinstance(t, Tensor) else [float(x) for x in t]
-    if isinstance(t, Tensor) and t.dim() != 1 or not times:
+    if isinstance(t, Tensor):
+        times = t.detach().reshape(-1).tolist()
+    else:
+        items = list(t) if isinstance(t, Iterable) and not isinstance(t, str) else [None]
+        if not all(_is_number(x) for x in items):
+            raise NonMonotoneTimeError(
+                f"t must be a 1-D tensor or sequence of numbers, got {t!r}")
+        times = [float(x) for x in items]
+    if isinstance(t, Tensor) and (t.dim() != 1 or t.is_complex()) or not times:
         raise NonMonotoneTimeError(f"t must be a non-empty 1-D sequence of times, got shape "
                                    f"{tuple(t.shape) if isinstance(t, Tensor) else len(times)}")
     if not all(math.isfinite(x) for x in times):
@@ -70,6 +101,18 @@ def _output_times(t: Tensor | Sequence[float]) -> list[float]:
             f"t must be strictly increasing or strictly decreasing, got {times[:8]}"
             + (" ..." if len(times) > 8 else ""))
     return times
+
+
+def _params(params: object) -> list[Tensor]:
+    if params is None:
+        return []
+    if isinstance(params, Tensor) or not isinstance(params, Iterable):
+        raise InvalidOptionError(f"params must be a list of tensors, got {params!r}")
+    params = list(params)
+    if not all(isinstance(p, Tensor) for p in params):
+        raise InvalidOptionError("params must be a list of tensors, got "
+                                 f"{[type(p).__name__ for p in params]}")
+    return params
 
 
 def odeint(
@@ -88,6 +131,7 @@ def odeint(
     ifactor: float = 10.0,
     dfactor: float = 0.2,
     pi_beta: float = 0.0,
+    params: Iterable[Tensor] | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0``; return ``y`` at every time
@@ -96,17 +140,30 @@ def odeint(
     ``solver``: a name in ``aca.SOLVERS``; fixed-step methods need ``step_size``,
     and any method given ``step_size`` runs on that grid (landing on each output).
     ``gradient``: ``"aca"``, ``"adjoint"`` or ``"naive"`` (``aca.GRADIENTS``).
-    ``func`` receives ``t`` as a 0-dim tensor (``y0``'s dtype and device); with
-    ``aca``/``adjoint`` gradients reach the parameters of ``func`` only if it is an
-    ``nn.Module`` (``naive`` also reaches tensors a closure captures).
-    ``max_checkpoints`` bounds ACA's stored states (recomputing the rest).
+    ``func`` receives ``t`` as a 0-dim tensor (``y0``'s dtype and device) and must
+    return a tensor of ``y``'s shape, dtype and device.
+    Gradients reach ``y0``, ``t`` (when a tensor requiring grad) and, with ``aca``
+    and ``adjoint``, the parameters of ``func`` if it is an ``nn.Module`` and the
+    tensors in ``params``; a func using other tensors that require grad (a lambda
+    or bound method over a module, a closure) is refused with ``UnseenTensorError``
+    (``naive`` reaches every tensor by autograd).
+    ``max_checkpoints`` bounds ACA's stored states, forward and backward
+    (recomputing the rest). Random numbers ``func`` draws (dropout) are replayed
+    by ``aca`` and refused by ``adjoint``.
     ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` tune the step-size controller.
     ``stats`` (a ``SolveStats``) receives this solve's counts, backward included.
     """
-    tableau = check_options(solver, gradient, rtol, atol, step_size, max_steps, max_checkpoints)
+    tableau = check_options(solver, gradient, rtol, atol, step_size, max_steps, max_checkpoints,
+                            safety, ifactor, dfactor, pi_beta)
+    if stats is not None and not isinstance(stats, SolveStats):
+        raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
+    extra_params = _params(params)
     if not isinstance(y0, Tensor) or not torch.is_floating_point(y0):
         raise InvalidOptionError(f"y0 must be a floating-point tensor, got {type(y0).__name__}"
                                  + (f" of dtype {y0.dtype}" if isinstance(y0, Tensor) else ""))
+    if y0.numel() == 0:
+        raise InvalidOptionError(f"y0 is empty (shape {tuple(y0.shape)}): there is nothing to "
+                                 "solve")
     times = _output_times(t)
     if not bool(torch.isfinite(y0).all()):
         raise NonFiniteStateError("y0 contains nan or inf")
@@ -117,11 +174,17 @@ def odeint(
         rtol=rtol, atol=atol, max_checkpoints=max_checkpoints, sinks=StatsSinks(stats),
         controller_options={"safety": safety, "ifactor": ifactor, "dfactor": dfactor,
                             "pi_beta": pi_beta},
+        t=t if isinstance(t, Tensor) else None, extra_params=extra_params,
     )
-    if not torch.is_grad_enabled() or (
-            gradient != "naive" and not y0.requires_grad and not problem.params):
-        # nothing to differentiate (evaluation): no checkpoints, no graph
-        outputs, counts = problem.solve(y0)
-        problem.report_forward(counts)
-        return torch.stack(outputs)
-    return GRADIENTS[gradient](problem, y0)
+    grad_enabled = torch.is_grad_enabled()
+    if grad_enabled and gradient == "naive":
+        return GRADIENTS[gradient](problem, y0)
+    if grad_enabled and (y0.requires_grad or problem.params or problem.t_requires_grad):
+        return GRADIENTS[gradient](problem, y0)
+    # nothing to differentiate (evaluation): no checkpoints, no graph, but with grad
+    # enabled a func over tensors aca cannot see is refused rather than run
+    func = Watched(problem, y0, unseen=grad_enabled, random=None)
+    with torch.no_grad():
+        outputs, counts = problem.solve(y0, func=func)
+    problem.report_forward(counts)
+    return torch.stack(outputs)

@@ -9,7 +9,9 @@ memory of a 100-step fixed-grid solve. Methods are interleaved within each repea
     python scripts/bench_gradients.py [--quick] [--out results/bench] [--threads 1]
 
 writes ``bench.md`` (tables, ratios, notes), ``bench.json`` (every number), ``bench.csv``
-and ``COMMAND.txt`` into ``--out``.
+and ``COMMAND.txt`` into ``--out``. ``--checkpoints`` measures only ACA's memory under
+``max_checkpoints=K`` (K = 2, 4, 8, 16, all; 200 Euler steps of a 1e6-float state):
+forward and backward peak, backward evaluations, bit-identity of the gradient.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 import torchdiffeq
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 from TorchDiffEqPack import odesolve_adjoint
 
 import aca
@@ -186,18 +188,104 @@ def run_once(method: str, problem: Problem, setting: Setting) -> Run:
                gradient)
 
 
+def _allocation_levels(prof: profile) -> list[tuple[int, int]]:
+    """``(time_ns, bytes held)`` after every allocation and free of torch's CPU allocator
+    seen by the profiler (``profile_memory=True``), counted from 0 at its start."""
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    levels, level = [], 0
+    for event in events:
+        level += event.nbytes()
+        levels.append((event.start_ns(), level))
+    return levels
+
+
 def peak_memory_bytes(action: Callable[[], object]) -> int:
     """Peak of the bytes allocated by torch's CPU allocator while ``action`` runs, above
     the level at its start (allocation events of the PyTorch profiler, summed in order)."""
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         action()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    level = peak = 0
-    for event in events:
-        level += event.nbytes()
-        peak = max(peak, level)
-    return peak
+    return max((level for _, level in _allocation_levels(prof)), default=0)
+
+
+def phase_peaks(forward: Callable[[], Tensor],
+                backward: Callable[[Tensor], None]) -> tuple[int, int]:
+    """Peak bytes held by torch's CPU allocator during ``forward()`` and during
+    ``backward(output)``, both counted from the level before the forward (so the
+    backward's peak includes what the forward left allocated: checkpoints, outputs)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        output = forward()
+        with record_function("backward"):
+            backward(output)
+        del output
+    start = next(e.start_ns() for e in prof.profiler.kineto_results.events()
+                 if e.name() == "backward")
+    levels = _allocation_levels(prof)
+    return (max((v for t, v in levels if t < start), default=0),
+            max((v for t, v in levels if t >= start), default=0))
+
+
+class Elementwise(nn.Module):
+    """``f(y) = tanh(a * y)`` with one parameter per state entry: a large state whose
+    step graph is small, so that stored states dominate memory."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.linspace(-1.0, 1.0, size, dtype=torch.float32))
+
+    def forward(self, t: float | Tensor, y: Tensor) -> Tensor:
+        return torch.tanh(self.a * y)
+
+
+def checkpoint_budget_rows(size: int = 1_000_000, n_steps: int = 200,
+                           budgets: tuple[int | None, ...] = (2, 4, 8, 16, None)) -> list[dict]:
+    """ACA with ``max_checkpoints=K`` on an Euler solve of ``n_steps`` steps of an
+    ``size``-float state: forward and backward peak memory, backward evaluations, and
+    whether the gradient is bit-identical to unbounded ACA's (the last budget)."""
+    func = Elementwise(size)
+    rows, gradients = [], {}
+    for budget in budgets:
+        func.zero_grad(set_to_none=True)
+        y0 = torch.ones(size, dtype=torch.float32, requires_grad=True)
+        stats = aca.SolveStats()
+
+        def forward(budget: int | None = budget, y0: Tensor = y0,
+                    stats: aca.SolveStats = stats) -> Tensor:
+            return aca.odeint(func, y0, [0.0, 1.0], solver="euler", step_size=1 / n_steps,
+                              max_checkpoints=budget, stats=stats)
+
+        forward_peak, backward_peak = phase_peaks(forward, lambda ys: ys[-1].sum().backward())
+        gradients[budget] = torch.cat([y0.grad, func.a.grad])
+        rows.append({"max_checkpoints": "all" if budget is None else budget,
+                     "forward_peak_mib": forward_peak / MIB,
+                     "backward_peak_mib": backward_peak / MIB,
+                     "nfe_backward": stats.nfe_backward, "state_mib": 4 * size / MIB})
+    unbounded = rows[-1]
+    for row, budget in zip(rows, budgets):
+        row["backward_peak_ratio"] = row["backward_peak_mib"] / unbounded["backward_peak_mib"]
+        row["recompute_nfe"] = row["nfe_backward"] - unbounded["nfe_backward"]
+        row["gradient_identical"] = torch.equal(gradients[budget], gradients[budgets[-1]])
+    return rows
+
+
+def checkpoint_budget_markdown(rows: list[dict], n_steps: int) -> str:
+    size = round(rows[0]["state_mib"] * MIB / 4)
+    lines = [f"# ACA memory under max_checkpoints=K: {n_steps} Euler steps, a {size:g}-float "
+             "float32 state", "",
+             "| K | forward peak MiB | backward peak MiB | backward peak / unbounded | "
+             "NFE backward | recompute NFE | gradient bit-identical |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['max_checkpoints']} | {r['forward_peak_mib']:.0f} | "
+                     f"{r['backward_peak_mib']:.0f} | {r['backward_peak_ratio']:.3f} | "
+                     f"{r['nfe_backward']} | {r['recompute_nfe']} | "
+                     f"{'yes' if r['gradient_identical'] else 'NO'} |")
+    lines += ["", "Peaks: bytes held by torch's CPU allocator (PyTorch profiler memory events), "
+              "counted from before the forward, so the backward peak includes the stored "
+              "states; one state is "
+              f"{rows[0]['state_mib']:.2f} MiB. f(y) = tanh(a * y), loss = sum(y(1)). "
+              "Recompute NFE: backward evaluations beyond unbounded ACA's one per step."]
+    return "\n".join(lines) + "\n"
 
 
 def reference_gradient(problem: Problem, tol: float) -> Tensor:
@@ -455,11 +543,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="write bench.md, bench.json, bench.csv and COMMAND.txt here")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method")
+    parser.add_argument("--checkpoints", action="store_true",
+                        help="only the max_checkpoints=K memory table (writes checkpoints.md, "
+                             "checkpoints.json with --out)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.checkpoints:
+        torch.set_num_threads(args.threads)
+        size, n_steps = (100_000, 50) if args.quick else (1_000_000, 200)
+        rows = checkpoint_budget_rows(size, n_steps)
+        markdown = checkpoint_budget_markdown(rows, n_steps)
+        print(markdown)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "checkpoints.md").write_text(
+                markdown + f"\nCommand: `python scripts/bench_gradients.py {' '.join(argv)}`\n")
+            (args.out / "checkpoints.json").write_text(json.dumps(rows, indent=1))
+        return
     config = Config.quick() if args.quick else Config()
     config.threads = args.threads
     config.repeats = args.repeats or config.repeats

@@ -32,6 +32,16 @@ def compose_config(*overrides: str) -> DictConfig:
 
 
 @pytest.fixture
+def float64():
+    """Run a test in float64 (``pytestmark = pytest.mark.usefixtures("float64")``); the
+    default dtype is restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
 def dummy_config() -> Callable[..., DictConfig]:
     """A quiet CPU config of the dummy task; extra overrides win."""
     def make(*overrides: str) -> DictConfig:

@@ -6,44 +6,13 @@ import math
 import pytest
 import torch
 import torchdiffeq
+from odes import MLP, Linear, relative_error
 from torch import nn
 
 import aca
-from aca.solvers import SOLVERS, Checkpoints, StepController, integrate
+from aca.solvers import SOLVERS, AdaptiveSteps, Checkpoints, integrate
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    """Every test here runs in float64; the default is restored for other modules."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int = 3, hidden: int = 8, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
-
-    def forward(self, t, y):
-        return self.net(y) * (1 + 0.1 * t)  # time-dependent on purpose
-
-
-class Linear(nn.Module):
-    """dz/dt = a z with a learnable rate vector ``a``."""
-
-    def __init__(self, rate) -> None:
-        super().__init__()
-        self.a = nn.Parameter(torch.tensor(rate))
-
-    def forward(self, t, z):
-        return self.a * z
-
-
-def relative_error(got, want) -> float:
-    return max(((g - w).norm() / w.norm()).item() for g, w in zip(got, want))
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def loss_grads(func, y0, t, create_graph=False, **options):
@@ -78,7 +47,7 @@ def test_aca_equals_autograd_through_the_accepted_steps(solver):
     checkpoints = Checkpoints()
     tableau = SOLVERS[solver]
     with torch.no_grad():
-        integrate(func, y0, t, tableau, StepController(rtol, atol, tableau.order), None, 10**4,
+        integrate(func, y0, t, tableau, AdaptiveSteps(rtol, atol, tableau.order), 10**4,
                   checkpoints=checkpoints)
     assert len(checkpoints.times) > 4
     ys = reference_rk(func, y0, checkpoints.times, checkpoints.steps,

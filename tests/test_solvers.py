@@ -24,10 +24,10 @@ def riccati_exact(t: float) -> float:
 
 
 def _fixed_step_error(tableau: ButcherTableau, h: float) -> float:
-    from aca.solvers.integrate import integrate
+    from aca.solvers import ConstantSteps, integrate
 
     y0 = torch.ones(1, dtype=torch.float64)
-    ys, _ = integrate(riccati, y0, [0.0, 2.0], tableau, None, h, 10**6)
+    ys, _ = integrate(riccati, y0, [0.0, 2.0], tableau, ConstantSteps(h), 10**6)
     return abs(ys[-1].item() - riccati_exact(2.0))
 
 
@@ -35,8 +35,7 @@ def _local_error_estimate(tableau: ButcherTableau, h: float) -> float:
     from aca.solvers.step import rk_step
 
     y = torch.tensor([riccati_exact(0.3)], dtype=torch.float64)
-    _, error, _, _ = rk_step(riccati, 0.3, y, h, tableau, with_error=True)
-    return error.abs().item()
+    return rk_step(riccati, 0.3, y, h, tableau, with_error=True).error.abs().item()
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -88,16 +87,15 @@ def test_agrees_with_torchdiffeq(ours, theirs):
 def test_initial_step_matches_torchdiffeq(solver):
     from torchdiffeq._impl.misc import _rms_norm, _select_initial_step
 
-    from aca.solvers import StepController
+    from aca.solvers import AdaptiveSteps
 
     torch.manual_seed(1)
     y0 = torch.randn(5, dtype=torch.float64)
     func = lambda t, y: torch.sin(y) * (1 + t)  # noqa: E731
     tableau = SOLVERS[solver]
     f0 = func(torch.tensor(0.0, dtype=torch.float64), y0)
-    controller = StepController(1e-4, 1e-6, tableau.order)
-    _, ours = controller.initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0, f0, 1.0,
-                                      differentiable=False)
+    controller = AdaptiveSteps(1e-4, 1e-6, tableau.order)
+    _, ours = controller.initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0, f0, 1.0)
     theirs = _select_initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0,
                                   tableau.order - 1, 1e-4, 1e-6, _rms_norm, f0)
     assert ours == pytest.approx(theirs.item(), rel=1e-12)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from aca.solvers import Checkpoints, Counts, StepController, integrate, rms_norm
+from aca.solvers import AdaptiveSteps, Checkpoints, ConstantSteps, Counts, integrate, rms_norm
 from aca.solvers.control import Norm
-from aca.solvers.step import Func
+from aca.solvers.step import Func, Scalar
 from aca.solvers.tableau import ButcherTableau
 from aca.stats import StatsSinks
 
@@ -19,7 +19,10 @@ from aca.stats import StatsSinks
 @dataclass
 class Problem:
     """A solve request: the function, output times, method and controller
-    settings, and where statistics go. Gradient methods call ``solve``."""
+    settings, and where statistics go. Gradient methods call ``solve``.
+
+    ``t`` is the output times as the caller gave them when that is a tensor
+    (gradients flow to it); ``extra_params`` the tensors passed as ``params=``."""
 
     func: Func
     times: list[float]
@@ -31,27 +34,44 @@ class Problem:
     controller_options: dict = field(default_factory=dict)
     max_checkpoints: int | None = None
     sinks: StatsSinks = field(default_factory=lambda: StatsSinks(None))
+    t: Tensor | None = None
+    extra_params: list[Tensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         ignores_time = getattr(self.func, "ignores_time", False)
         self.rhs = self.func if ignores_time else _tensor_time(self.func)
         module = self.func if isinstance(self.func, nn.Module) else nn.Module()
-        #: the parameters of ``func`` that gradients flow to (aca, adjoint)
-        self.params = [p for p in module.parameters() if p.requires_grad]
+        #: the tensors gradients flow to besides y0 and t: func's parameters, params=
+        self.params = list({id(p): p for p in [*module.parameters(), *self.extra_params]
+                            if p.requires_grad}.values())
         self.buffers = list(module.buffers())
 
-    def controller(self, norm: Norm = rms_norm) -> StepController | None:
+    @property
+    def t_requires_grad(self) -> bool:
+        return self.t is not None and self.t.requires_grad
+
+    def controller(self, norm: Norm = rms_norm,
+                   differentiable: bool = False) -> ConstantSteps | AdaptiveSteps:
         if self.step_size is not None:
-            return None
-        return StepController(self.rtol, self.atol, self.tableau.order, norm=norm,
-                              **self.controller_options)
+            return ConstantSteps(self.step_size)
+        return AdaptiveSteps(self.rtol, self.atol, self.tableau.order, norm=norm,
+                             differentiable=differentiable, **self.controller_options)
 
     def solve(self, y0: Tensor, *, func: Func | None = None, times: list[float] | None = None,
               norm: Norm = rms_norm, differentiable: bool = False,
               checkpoints: Checkpoints | None = None) -> tuple[list[Tensor], Counts]:
-        return integrate(func or self.rhs, y0, times or self.times, self.tableau,
-                         self.controller(norm), self.step_size, self.max_steps,
-                         differentiable=differentiable, checkpoints=checkpoints)
+        """Integrate ``func`` (default: the problem's) over ``times`` (default: the
+        output times). ``differentiable`` (naive) puts step sizes and times in the
+        graph: the output times themselves when ``t`` requires grad."""
+        times = times or self.times
+        time_args: list[Scalar] | None = None
+        if differentiable and self.t_requires_grad:
+            time_args = list(self.t.to(y0).unbind())
+        elif differentiable and self.step_size is None:
+            time_args = [y0.new_tensor(t) for t in times]
+        controller = self.controller(norm, differentiable and self.step_size is None)
+        return integrate(func or self.rhs, y0, times, self.tableau, controller, self.max_steps,
+                         time_args=time_args, checkpoints=checkpoints)
 
     def report_forward(self, counts: Counts) -> None:
         self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted, rejected=counts.rejected)

@@ -11,6 +11,7 @@ from aca.stats import SolveStats
 
 _DEFAULTS = {"solver": "dopri5", "gradient": "aca", "rtol": 1e-3, "atol": 1e-6,
              "step_size": None, "max_steps": 10_000, "max_checkpoints": None}
+_CONTROLLER = ("safety", "ifactor", "dfactor", "pi_beta")
 
 
 class _Autonomous(nn.Module):
@@ -31,7 +32,8 @@ class ODEBlock(nn.Module):
 
     With ``time_dependent=False`` (a plain layer stack such as conv-BN-ReLU),
     ``func(y)`` is called; with ``True``, ``func(t, y)``. Remaining keyword
-    arguments are those of ``aca.odeint`` and are checked here, at construction.
+    arguments are those of ``aca.odeint`` and are checked here, at construction
+    (``params``: tensors besides ``func``'s parameters that gradients must reach).
     Batch norm inside ``func`` is fine: evaluations made in backward (ACA rebuilds,
     adjoint) leave the running statistics untouched. ``stats`` holds the counts of
     the last forward call, its backward added when that runs.
@@ -40,21 +42,22 @@ class ODEBlock(nn.Module):
     def __init__(self, func: nn.Module, t0: float = 0.0, t1: float = 1.0,
                  time_dependent: bool = False, **options: Any) -> None:
         super().__init__()
-        unknown = set(options) - set(_DEFAULTS) - {"safety", "ifactor", "dfactor", "pi_beta"}
+        unknown = set(options) - set(_DEFAULTS) - set(_CONTROLLER) - {"params"}
         if unknown:
             raise TypeError(f"unknown ODEBlock option(s) {sorted(unknown)}; "
-                            f"valid: {sorted(_DEFAULTS)} and controller settings")
+                            f"valid: {sorted(_DEFAULTS)}, params and controller settings "
+                            f"{list(_CONTROLLER)}")
+        self.params = options.pop("params", None)
         self.options = {**_DEFAULTS, **options}
-        check_options(*(self.options[k] for k in
-                        ("solver", "gradient", "rtol", "atol", "step_size", "max_steps",
-                         "max_checkpoints")))
+        check_options(**self.options)
         self.func = func if time_dependent else _Autonomous(func)
         self.t0, self.t1 = float(t0), float(t1)
         self.stats = SolveStats()
 
     def forward(self, y: Tensor) -> Tensor:
         self.stats = SolveStats()
-        return odeint(self.func, y, [self.t0, self.t1], stats=self.stats, **self.options)[-1]
+        return odeint(self.func, y, [self.t0, self.t1], stats=self.stats, params=self.params,
+                      **self.options)[-1]
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if v is not None)

@@ -1,9 +1,9 @@
 """Explicit Runge–Kutta solvers: tableaus (data), one step, step-size control, the loop."""
 
-from aca.solvers.control import StepController, rms_norm
+from aca.solvers.control import AdaptiveSteps, ConstantSteps, rms_norm
 from aca.solvers.integrate import Checkpoints, Counts, integrate
-from aca.solvers.step import rk_step
+from aca.solvers.step import Step, rk_step
 from aca.solvers.tableau import ALIASES, SOLVERS, ButcherTableau
 
-__all__ = ["ALIASES", "SOLVERS", "ButcherTableau", "Checkpoints", "Counts", "StepController",
-           "integrate", "rk_step", "rms_norm"]
+__all__ = ["ALIASES", "SOLVERS", "AdaptiveSteps", "ButcherTableau", "Checkpoints", "ConstantSteps",
+           "Counts", "Step", "integrate", "rk_step", "rms_norm"]

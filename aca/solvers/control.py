@@ -1,8 +1,14 @@
-"""Step-size control: a policy, separate from the method and the loop.
+"""Step-size controllers: policies, separate from the method and the loop.
 
-The defaults reproduce torchdiffeq's controller (safety 0.9, growth in [0.2, 10],
-no shrinking after an accepted step, RMS error norm, Hairer's initial step), so a
-solve here takes the same steps as ``torchdiffeq.odeint`` with the same method.
+A controller proposes the next step towards an output time and judges the
+attempt. ``ConstantSteps`` walks a fixed grid (every step accepted, no host
+sync); ``AdaptiveSteps`` reproduces torchdiffeq's controller (safety 0.9, growth
+in [0.2, 10], no shrinking after an accepted step, RMS error norm, Hairer's
+initial step), so a solve here takes the same steps as ``torchdiffeq.odeint``.
+
+Times and step sizes come in pairs: a Python float that drives the decisions,
+and the argument the step is taken with, which is the same float, or a 0-dim
+tensor in the autograd graph when step sizes are differentiated (``naive``).
 """
 
 from __future__ import annotations
@@ -14,9 +20,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from aca.solvers.step import Func, Scalar
+from aca.errors import (
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
+from aca.solvers.step import Func, Scalar, Step
 
 Norm = Callable[[Tensor], Tensor]
+#: ``(h, h_arg, t_next, t_next_arg)``: a proposed step as floats and as step arguments
+Proposal = tuple[float, Scalar, float, Scalar]
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -24,12 +37,64 @@ def rms_norm(x: Tensor) -> Tensor:
     return x.pow(2).mean().sqrt()
 
 
+def _precise(x: Tensor) -> Tensor:
+    """float16/bfloat16 in float32, so that error norms neither overflow nor round to 0."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+class ConstantSteps:
+    """Steps of ``step_size`` on the grid ``t_k + j·step_size`` of each output
+    interval ``[t_k, t_{k+1}]``, the last one landing on ``t_{k+1}``."""
+
+    adaptive = False
+
+    def __init__(self, step_size: float) -> None:
+        self.step_size = step_size
+        self.target: float | None = None
+
+    def start(self, func: Func, times: list[float], t_arg: Scalar, y: Tensor,
+              max_steps: int) -> tuple[Tensor | None, int]:
+        """Refuse a grid longer than ``max_steps`` before stepping; no evaluation."""
+        total = sum(self._steps_between(a, b) for a, b in zip(times, times[1:]))
+        if total > max_steps:
+            raise MaxStepsExceededError(
+                f"fixed-step solve needs {total} steps of {self.step_size:g}, more than "
+                f"max_steps={max_steps}; raise max_steps or the step size")
+        return None, 0
+
+    def _steps_between(self, a: float, b: float) -> int:
+        return max(1, math.ceil(abs(b - a) / self.step_size - 1e-9))
+
+    def propose(self, t: float, t_arg: Scalar, target: float, target_arg: Scalar) -> Proposal:
+        if target != self.target:  # a new output interval: lay out its grid
+            self.target, self.done = target, 0
+            self.n_steps = self._steps_between(t, target)
+            self.origin, self.origin_arg = t, t_arg
+            self.signed_step = math.copysign(self.step_size, target - t)
+        if self.done == self.n_steps - 1:
+            return target - t, target_arg - t_arg, target, target_arg
+        offset = (self.done + 1) * self.signed_step
+        t_next, t_next_arg = self.origin + offset, self.origin_arg + offset
+        return t_next - t, t_next_arg - t_arg, t_next, t_next_arg
+
+    def accept(self, y: Tensor, step: Step, h: float, h_arg: Scalar, t: float,
+               target: float) -> bool:
+        self.done += 1
+        return True
+
+    def arrived(self, y: Tensor, t: float) -> None:
+        """At an output time: the one check of the interval (one host sync)."""
+        if not bool(torch.isfinite(y).all()):
+            raise NonFiniteStateError(f"the state became non-finite (nan/inf) by t={t:g}")
+
+
 @dataclass
-class StepController:
+class AdaptiveSteps:
     """Accept a step when its scaled error ``‖err / (atol + rtol·max(|y0|,|y1|))‖ ≤ 1``;
     the next step is ``h · clip(safety · ratio^(-α) · prev_ratio^β, dfactor, ifactor)``
     with ``α = 1/order - 0.75 β`` (``pi_beta = 0`` is the classical I-controller;
-    Hairer's PI control uses about 0.04–0.08)."""
+    Hairer's PI control uses about 0.04–0.08). With ``differentiable`` the step
+    sizes are tensors in the autograd graph (naive)."""
 
     rtol: float
     atol: float
@@ -39,45 +104,92 @@ class StepController:
     dfactor: float = 0.2
     pi_beta: float = 0.0
     norm: Norm = rms_norm
+    differentiable: bool = False
+
+    adaptive = True
 
     def __post_init__(self) -> None:
         self.alpha = 1.0 / self.order - 0.75 * self.pi_beta
         self.prev_ratio = 1.0
+        self.before_landing: tuple[float, Scalar] | None = None
+
+    def start(self, func: Func, times: list[float], t_arg: Scalar, y: Tensor,
+              max_steps: int) -> tuple[Tensor | None, int]:
+        """Evaluate ``func`` at the start (the first step's first stage) and choose
+        the first step; returns that stage and the evaluations made (2)."""
+        k1 = func(t_arg, y)
+        direction = 1.0 if times[-1] >= times[0] else -1.0
+        self.h_arg, self.h = self.initial_step(func, t_arg, y, k1, direction)
+        return k1, 2
+
+    def propose(self, t: float, t_arg: Scalar, target: float, target_arg: Scalar) -> Proposal:
+        landing = abs(self.h) >= abs(target - t) * (1 - 1e-9)
+        # a step shortened to land on an output time says nothing about the step size
+        # the solution allows: after it, go on with the step proposed before it
+        self.before_landing = (self.h, self.h_arg) if landing else None
+        if landing:
+            return target - t, target_arg - t_arg, target, target_arg
+        return self.h, self.h_arg, t + self.h, t_arg + self.h_arg
 
     def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor) -> Tensor:
+        y0, y1, error = _precise(y0), _precise(y1), _precise(error)
         scale = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
         return self.norm(error / scale)
 
-    def factor(self, ratio: float) -> float:
-        """Growth factor of the step size after a step with this error ratio."""
+    def factor(self, ratio: float) -> tuple[float, bool]:
+        """Growth factor of the step size after a step with this error ratio (the one
+        formula), and whether it was clipped (naive differentiates the unclipped one)."""
         if not math.isfinite(ratio):
-            return self.dfactor
+            return self.dfactor, True
         growth = self.safety * max(ratio, 1e-30) ** -self.alpha * self.prev_ratio ** self.pi_beta
         low = 1.0 if ratio <= 1.0 else self.dfactor
-        return min(self.ifactor, max(low, growth))
+        factor = min(self.ifactor, max(low, growth))
+        return factor, factor != growth or ratio <= 0.0
 
-    def factor_tensor(self, ratio: Tensor) -> Tensor:
-        """``factor`` on a tensor, so that autograd sees the step-size policy (naive)."""
-        growth = ratio.clamp_min(1e-30).pow(-self.alpha) * (
-            self.safety * self.prev_ratio ** self.pi_beta)
-        low = torch.where(ratio <= 1.0, 1.0, self.dfactor)
-        return torch.minimum(torch.maximum(growth, low), torch.full_like(growth, self.ifactor))
+    def accept(self, y: Tensor, step: Step, h: float, h_arg: Scalar, t: float,
+               target: float) -> bool:
+        """Judge the attempt (the one host sync of an adaptive attempt) and set the
+        next step size."""
+        ratio = self.error_ratio(y, step.y, step.error)
+        ratio_value = ratio.item()
+        factor, clipped = self.factor(ratio_value)
+        self.h = h * factor
+        if not self.differentiable:
+            self.h_arg = self.h
+        elif clipped:
+            self.h_arg = h_arg * factor
+        else:  # the same value, with d factor / d ratio = -α factor / ratio in the graph
+            self.h_arg = h_arg * (factor * (ratio / ratio_value) ** -self.alpha)
+        if ratio_value <= 1.0:
+            self.prev_ratio = max(ratio_value, 1e-4)  # the PI controller's memory
+            if self.before_landing is not None and abs(self.before_landing[0]) > abs(self.h):
+                self.h, self.h_arg = self.before_landing
+            return True
+        if abs(self.h) < 16 * math.ulp(max(abs(t), abs(target))):
+            if not math.isfinite(ratio_value):
+                raise NonFiniteStateError(
+                    f"the state or its derivative is non-finite (nan/inf) near t={t:g}")
+            raise StepSizeUnderflowError(
+                f"step size {self.h:.3g} underflowed at t={t:g}: the problem may be "
+                "stiff or singular there; loosen rtol/atol or use another solver")
+        return False
 
-    def accepted(self, ratio: float) -> None:
-        """Remember the error of the last accepted step (the PI controller's memory)."""
-        self.prev_ratio = max(ratio, 1e-4)
+    def arrived(self, y: Tensor, t: float) -> None:
+        """Nothing to check: a non-finite state fails the error test."""
 
-    def initial_step(self, func: Func, t0: Scalar, y0: Tensor, f0: Tensor, direction: float,
-                     differentiable: bool) -> tuple[Scalar, float]:
+    def initial_step(self, func: Func, t0: Scalar, y0: Tensor, f0: Tensor,
+                     direction: float) -> tuple[Scalar, float]:
         """Hairer, Nørsett & Wanner, Solving ODEs I, II.4: one extra evaluation.
         Returns the signed step (a tensor in the graph when ``differentiable``)
         and its value."""
+        differentiable, state_dtype = self.differentiable, y0.dtype
+        y0, f0 = _precise(y0), _precise(f0)
         scale = y0.abs() * self.rtol + self.atol
         d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
         d0_value, d1_value = torch.stack([d0, d1]).tolist()
         h0 = 0.01 * d0 / d1 if d0_value >= 1e-5 and d1_value >= 1e-5 else d0.new_tensor(1e-6)
         h0_step = direction * (h0 if differentiable else h0.item())
-        f1 = func(t0 + h0_step, y0 + h0_step * f0)
+        f1 = _precise(func(t0 + h0_step, (y0 + h0_step * f0).to(state_dtype)))
         d2 = self.norm((f1 - f0) / scale) / h0
         d_max = torch.maximum(d1, d2)
         if d_max.item() <= 1e-15:

@@ -7,6 +7,7 @@ The forward solve, ACA's step rebuild and the adjoint's reverse solve all call
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -15,6 +16,16 @@ from aca.solvers.tableau import ButcherTableau
 
 Func = Callable[[float, Tensor], Tensor]
 Scalar = float | Tensor  # a Python float, or a 0-dim tensor when step sizes are differentiated
+
+
+class Step(NamedTuple):
+    """The result of one step: the new state, the embedded error estimate and the
+    FSAL stage ``func(t_next, y)`` (both only with ``with_error``), evaluations made."""
+
+    y: Tensor
+    error: Tensor | None
+    k_last: Tensor | None
+    nfe: int
 
 
 def weighted_sum(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
@@ -43,15 +54,14 @@ def rk_step(
     k1: Tensor | None = None,
     t_next: Scalar | None = None,
     with_error: bool = False,
-) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
+) -> Step:
     """Advance ``y`` from ``t`` by ``h``.
 
     ``t`` and ``h`` are floats, or 0-dim tensors when the step sizes are part of
     the autograd graph (naive); ``func`` receives stage times of the same kind.
     ``k1`` is ``func(t, y)`` when the caller already has it (FSAL); ``t_next`` is the
     time the step lands on, exactly (default ``t + h``).
-    Returns ``(y_new, error_estimate or None, func(t_next, y_new) or None, nfe)``;
-    the last stage is returned only for FSAL methods with ``with_error``.
+    The last stage is evaluated and returned only for FSAL methods with ``with_error``.
     """
     nfe = 0
     if k1 is None:
@@ -64,11 +74,11 @@ def rk_step(
         nfe += 1
     y_new = advance(y, h, tableau.b, ks)
     if not with_error:
-        return y_new, None, None, nfe
+        return Step(y_new, None, None, nfe)
     k_last = None
     if tableau.fsal:
         k_last = func(t + h if t_next is None else t_next, y_new)
         ks.append(k_last)
         nfe += 1
     error = h * weighted_sum(tableau.b_error, ks)
-    return y_new, error, k_last, nfe
+    return Step(y_new, error, k_last, nfe)

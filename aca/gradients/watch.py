@@ -1,0 +1,131 @@
+"""The forward solve's view of ``func``: its first evaluation is checked, and the
+random numbers it draws are found (and logged for ACA to replay)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from aca.errors import FuncOutputError, NonFiniteStateError, RandomStateError, UnseenTensorError
+from aca.gradients.replay import RandomLog, RandomStates
+from aca.solvers.step import Scalar
+
+if TYPE_CHECKING:
+    from aca.gradients.base import Problem
+
+
+class Watched:
+    """``func`` as the forward solve calls it. The first evaluation is checked:
+    its output must have the state's shape, dtype and device and be finite; with
+    ``unseen`` it is made with grad enabled, and any tensor requiring grad that it
+    depends on besides the problem's ``params`` is refused (ACA and the adjoint
+    could not reach it); with ``random``, whether it drew random numbers is
+    noted: ``"replay"`` then logs the generators' state before every evaluation
+    (ACA), ``"refuse"`` raises (the adjoint cannot replay them)."""
+
+    def __init__(self, problem: Problem, y0: Tensor, *, unseen: bool, random: str | None) -> None:
+        self.problem, self.unseen, self.random_policy = problem, unseen, random
+        self.shape, self.dtype, self.device = y0.shape, y0.dtype, y0.device
+        self.first = True
+        self.generators = RandomStates.used_by([y0, *problem.params]) if random else None
+        self.start: dict = {}  # the generators' state before the first evaluation
+        self.log: RandomLog | None = None
+
+    def __call__(self, t: Scalar, y: Tensor) -> Tensor:
+        if self.first:
+            return self._first_evaluation(t, y)
+        if self.log is not None:
+            self.log.record()
+        return self.problem.rhs(t, y)
+
+    def _first_evaluation(self, t: Scalar, y: Tensor) -> Tensor:
+        self.first = False
+        before = self.generators.get() if self.generators else None
+        if self.unseen:
+            with torch.enable_grad():
+                out = self.problem.rhs(t, y.detach())
+            hidden = unseen_tensors(out, self.problem.params) if isinstance(out, Tensor) else []
+            if hidden:
+                shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
+                raise UnseenTensorError(
+                    f"func uses {len(hidden)} tensor(s) that require grad (shapes {shapes}) but "
+                    "are not parameters of func as an nn.Module: gradients could not reach "
+                    "them. Pass them as odeint(..., params=[...]) (for a lambda or bound "
+                    "method of a module m: params=list(m.parameters())), or use "
+                    "gradient='naive'")
+            out = out.detach() if isinstance(out, Tensor) else out
+        else:
+            out = self.problem.rhs(t, y)
+        if not (isinstance(out, Tensor) and out.shape == self.shape and out.dtype == self.dtype
+                and out.device == self.device):
+            got = (f"shape {tuple(out.shape)}, {out.dtype} on {out.device}"
+                   if isinstance(out, Tensor) else type(out).__name__)
+            raise FuncOutputError(
+                f"func(t, y) must return dy/dt with the state's shape {tuple(self.shape)}, "
+                f"dtype {self.dtype} and device {self.device}; got {got}")
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteStateError(
+                f"func(t, y) is non-finite (nan/inf) at its first evaluation (t={float(t):g})")
+        if before is not None:
+            self.start = before
+            drawn = self.generators.moved(before)
+            if drawn and self.random_policy == "refuse":
+                raise unreplayable_random(adjoint=True)
+            if drawn:
+                self.log = RandomLog(drawn, {g: before[g] for g in drawn.generators})
+        return out
+
+    @property
+    def replayed(self) -> RandomStates | None:
+        """The generators func draws from, replayed in backward (None: it draws none)."""
+        return self.log.states if self.log is not None else None
+
+    def annotate(self, evaluations: int, first_stage_given: bool) -> object:
+        """Per accepted step (``Checkpoints.annotate``): the random states to replay."""
+        return self.log.take(evaluations, first_stage_given) if self.log is not None else None
+
+    def unreplayed(self) -> RandomStates:
+        """After the forward solve, the generators that are not replayed: they must not
+        have moved since the first evaluation (func drew random numbers only later)."""
+        if self.generators is None:
+            return RandomStates([])
+        others = self.generators.without(self.replayed or RandomStates([]))
+        if others.moved(self.start):
+            raise unreplayable_random(self.random_policy == "refuse")
+        return others
+
+
+def unreplayable_random(adjoint: bool) -> RandomStateError:
+    """func drew random numbers the gradient cannot replay: any, for the adjoint;
+    for ACA, ones not drawn at its first evaluation (or drawn only in backward)."""
+    if adjoint:
+        return RandomStateError(
+            "func draws random numbers (dropout?): the adjoint's reverse solve cannot "
+            "replay them, so its gradient would be wrong; use gradient='aca' or 'naive', "
+            "or call model.eval()")
+    return RandomStateError(
+        "func drew random numbers that aca could not replay (not at its first evaluation, or "
+        "only in backward); aca replays random numbers that func draws at every evaluation "
+        "(dropout): draw them there, call model.eval(), or use gradient='naive'")
+
+
+def unseen_tensors(output: Tensor, known: list[Tensor]) -> list[Tensor]:
+    """The leaf tensors requiring grad that ``output`` depends on, other than through
+    the ``known`` tensors (walks the autograd graph of one evaluation)."""
+    if output.grad_fn is None:
+        return []
+    known_ids = {id(t) for t in known}
+    stops = {t.grad_fn for t in known if t.grad_fn is not None}
+    seen, stack, found = set(), [output.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen or node in stops:
+            continue
+        seen.add(node)
+        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
+        if leaf is not None and id(leaf) not in known_ids:
+            found.append(leaf)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
