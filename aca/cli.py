@@ -12,21 +12,28 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import aca
 from aca.train import ConfigError, run
+from aca.train.config import RUN_SETTINGS, TRAINING_SETTINGS, is_bool, is_int, is_number
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 USAGE_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130  # the shell's code for Ctrl-C
 _SHOW_TRACEBACK = False  # HYDRA_FULL_ERROR=1 as the user set it
+CHECKED_BY_TRAINER = {key for key, _, _ in RUN_SETTINGS + TRAINING_SETTINGS}
 
 
 def config_dir() -> Path:
@@ -66,7 +73,58 @@ def describe_error(error: BaseException) -> str | None:
                           OmegaConfBaseException, ConfigError, aca.ODEError, FileNotFoundError,
                           ValueError, ImportError)):
         return str(error)
+    # A launcher that runs the jobs in other processes (submitit) reports a failed job
+    # with the job's stderr, which holds the job's own one-line error.
+    job_error = re.search(r"^error: (.+)$", str(error), re.MULTILINE)
+    return job_error.group(1) if job_error else None
+
+
+def _kind(default: Any) -> tuple[Callable[[Any], bool], str, str] | None:
+    """How a value replacing ``default`` is tested, and its description (singular,
+    plural); None when anything may replace it (a string, null, a mapping)."""
+    if isinstance(default, bool):
+        return is_bool, "true or false", "true/false values"
+    if isinstance(default, int):
+        return is_int, "an integer", "integers"
+    if isinstance(default, float):
+        return is_number, "a number", "numbers"
+    if isinstance(default, ListConfig):
+        item = _kind(default[0]) if len(default) else None
+        if item is None:
+            return (lambda value: isinstance(value, ListConfig)), "a list [a,b,...]", "lists"
+        return ((lambda value: isinstance(value, ListConfig) and all(map(item[0], value))),
+                f"a list of {item[2]} [a,b,...]", "lists")
     return None
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, ListConfig) else value
+
+
+def check_value_types(cfg: DictConfig) -> None:
+    """Each ``key=value`` of the command line has the type of the value it replaces in the
+    composed configs (a number for a number, true/false for a flag, a list for a list), so
+    ``task.T_num=abc`` fails here naming its key, not inside a task. Null is always let
+    through (several settings mean "all" or "off" by it), and the run settings the trainer
+    checks itself (aca.train.config) are left to its more precise messages."""
+    hydra_cfg = HydraConfig.get()
+    overrides = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    groups = set(hydra_cfg.runtime.choices)
+    values = [item for item in overrides if item.key_or_group not in groups
+              and item.key_or_group not in CHECKED_BY_TRAINER and not item.is_delete()]
+    if not values:
+        return
+    searchpath = [item for item in hydra_cfg.overrides.hydra if item.startswith("hydra.searchpath")]
+    defaults = compose(config_name="config", overrides=[
+        item.input_line for item in overrides if item.key_or_group in groups] + searchpath)
+    for item in values:
+        key = item.key_or_group
+        default, value = OmegaConf.select(defaults, key), OmegaConf.select(cfg, key)
+        kind = _kind(default)
+        if kind is not None and value is not None and not kind[0](value):
+            given = " is empty" if value == "" else f"={_plain(value)!r} is invalid"
+            raise ConfigError(f"{key}{given}; expected {kind[1]} (the default is "
+                              f"{_plain(default)!r})")
 
 
 def _exit_with(message: str) -> None:
@@ -76,8 +134,15 @@ def _exit_with(message: str) -> None:
 
 
 def _job(cfg: DictConfig) -> None:
+    out_dir = HydraConfig.get().runtime.output_dir
     try:
-        run(cfg, HydraConfig.get().runtime.output_dir)
+        check_value_types(cfg)
+        run(cfg, out_dir)
+    except KeyboardInterrupt:
+        resume = (f"; the same command with hydra.run.dir={out_dir} resumes from its last.pt"
+                  if (Path(out_dir) / "last.pt").is_file() else "")
+        print(f"interrupted{resume}", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except Exception as error:
         # Exit here: past this point Hydra would print its own report of the job.
         message = None if _SHOW_TRACEBACK else describe_error(error)

@@ -12,8 +12,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-from aca.data.cifar import CIFAR_SPECS, download_cifar, load_cifar
+from aca.data.cifar import (
+    CIFAR_SPECS,
+    CifarDownloadError,
+    CifarFormatError,
+    download_cifar,
+    load_cifar,
+)
 
 
 def main() -> None:
@@ -27,8 +34,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     for name in args.datasets:
-        folder = download_cifar(name, args.data_dir)
-        data = load_cifar(args.data_dir, name, verify=True)
+        try:
+            folder = download_cifar(name, args.data_dir)
+            data = load_cifar(args.data_dir, name, verify=True)
+        except (CifarDownloadError, CifarFormatError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         print(f"{name}: {folder} ok, {len(data.train_labels)} train / "
               f"{len(data.test_labels)} test images, checksums verified")
 

@@ -192,6 +192,23 @@ def test_download_checks_the_archive_and_extracts(tmp_path: Path, monkeypatch) -
         download_cifar("cifar10", tmp_path / "other")
 
 
+def test_download_script_offline_prints_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    unreachable = replace(CIFAR_SPECS["cifar10"], url=(tmp_path / "offline.tar.gz").as_uri())
+    monkeypatch.setitem(CIFAR_SPECS, "cifar10", unreachable)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "download_cifar.py"
+    spec = importlib.util.spec_from_file_location("download_cifar", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", ["download_cifar.py", "cifar10", "--data-dir",
+                                      str(tmp_path / "data")])
+    with pytest.raises(SystemExit) as exit_:
+        module.main()
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: cannot download file://") and "without internet, copy" in line
+    assert not list((tmp_path / "data").iterdir())  # no partial archive left behind
+
+
 def test_random_crop_flip_is_a_shifted_possibly_flipped_window() -> None:
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)

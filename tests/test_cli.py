@@ -6,6 +6,7 @@ than starting Python and torch again for every case."""
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,11 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from conftest import TEST_CONFIG_DIR, cli_command, cli_env
+from conftest import TEST_CONFIG_DIR, cli_command, cli_env, compose_config
 
 import aca
 from aca import cli
+from aca.train import run
 
 BAD_INPUT = {
     "unknown solver": (("solver=foo",), ["unknown solver 'foo'", "bosh3, dopri5"]),
@@ -32,6 +35,54 @@ BAD_INPUT = {
                                 "data_dir=/nonexistent/aca-data"), ["/nonexistent/aca-data"]),
     "unknown mode": (("task=dummy", "mode=predict"), ["'predict'", "train, eval"]),
     "eval without checkpoint": (("task=dummy", "mode=eval"), ["ckpt=PATH"]),
+    # values Hydra passes through as given, checked before any data is loaded
+    "non-numeric tolerance": (("task=dummy", "solver.rtol=abc"), ["solver.rtol='abc'",
+                                                                  "a number"]),
+    "non-numeric seed": (("task=dummy", "seed=abc"), ["seed='abc'", "an integer"]),
+    "negative seed": (("task=dummy", "seed=-1"), ["seed=-1", "2**32"]),
+    "empty value": (("task=dummy", "solver.rtol="), ["solver.rtol is empty", "a number"]),
+    "unknown device": (("task=dummy", "trainer.device=tpu"), ["'tpu'", "auto, cpu, cuda"]),
+    "negative batch cap": (("task=dummy", "trainer.max_batches_per_epoch=-1"),
+                           ["trainer.max_batches_per_epoch=-1", ">= 1"]),
+    "zero epochs": (("task=dummy", "task.epochs=0"), ["task.epochs=0", ">= 1"]),
+    "negative epochs": (("task=dummy", "task.epochs=-3"), ["task.epochs=-3", ">= 1"]),
+    "fractional epochs": (("task=dummy", "task.epochs=2.5"), ["task.epochs=2.5", "integer"]),
+    "evaluate every 0 epochs": (("task=dummy", "trainer.eval_every=0"),
+                                ["trainer.eval_every=0", ">= 1"]),
+    "zero batch size": (("task=dummy", "task.batch_size=0"), ["task.batch_size=0"]),
+    "negative learning rate": (("task=dummy", "task.optimizer.lr=-0.1"),
+                               ["task.optimizer.lr=-0.1", "positive"]),
+    "zero threads": (("task=dummy", "trainer.threads=0"), ["trainer.threads=0", "auto"]),
+    "flag as a word": (("task=dummy", "trainer.checkpoint=maybe"),
+                       ["trainer.checkpoint='maybe'", "true or false"]),
+    "ddp as a word": (("task=dummy", "trainer.ddp=maybe"), ["'maybe'", "auto, true, false"]),
+    "negative gradient clip": (("task=dummy", "trainer.grad_clip=-1"), ["grad_clip=-1"]),
+    "text step size": (("task=dummy", "solver.step_size=abc"), ["solver.step_size='abc'"]),
+    "text checkpoint limit": (("task=dummy", "method.max_checkpoints=abc"),
+                              ["method.max_checkpoints='abc'"]),
+    "task setting of the wrong type": (("task=dummy", "task.dim=abc"),
+                                       ["task.dim='abc'", "an integer (the default is 4)"]),
+    "list setting given a word": (("task=toy", "task.methods=aca"),
+                                  ["task.methods='aca'", "a list"]),
+    "list of the wrong items": (("task=toy", "task.tolerances=[abc]"),
+                                ["task.tolerances=['abc']", "a list of numbers"]),
+    "sweep without -m": (("task=dummy", "method=aca,naive"), ["--multirun"]),
+    "missing checkpoint": (("task=dummy", "ckpt=/nonexistent/last.pt"),
+                           ["checkpoint not found", "/nonexistent/last.pt"]),
+    # checkpoints that are not one, or not this model's ({files}: the checkpoints fixture)
+    "checkpoint directory": (("task=dummy", "ckpt={files}"), ["is a directory", "last.pt"]),
+    "text-file checkpoint": (("task=dummy", "ckpt={files}/text.pt"),
+                             ["text.pt is not a checkpoint written by aca-run"]),
+    "random-bytes checkpoint": (("task=dummy", "ckpt={files}/random.pt"),
+                                ["random.pt is not a checkpoint written by aca-run"]),
+    "bare state dict": (("task=dummy", "ckpt={files}/bare.pt"), ["holds no model weights"]),
+    "another task's checkpoint": (("task=vdp", "ckpt={files}/dummy/last.pt"),
+                                  ["trained on task 'dummy'", "task=dummy"]),
+    "another task's checkpoint to evaluate": (
+        ("task=vdp", "mode=eval", "ckpt={files}/dummy/last.pt"), ["trained on task 'dummy'"]),
+    "checkpoint of other model settings": (
+        ("task=dummy", "task.dim=3", "ckpt={files}/dummy/last.pt"),
+        ["does not fit this model", "it was trained with task.dim=4"]),
 }
 SUBPROCESS_RUNS = {"train": ("task=dummy",), "unknown solver": BAD_INPUT["unknown solver"][0]}
 
@@ -79,10 +130,23 @@ def _assert_one_error_line(status: int, stderr: str, expected: list[str]) -> Non
         assert text in lines[0]
 
 
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    """A folder of would-be checkpoints: text, random bytes, a bare state dict, and a real
+    dummy-task run's ``dummy/last.pt``."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    (folder / "text.pt").write_text("not a checkpoint\n")
+    (folder / "random.pt").write_bytes(random.Random(0).randbytes(4096))
+    torch.save(torch.nn.Linear(2, 2).state_dict(), folder / "bare.pt")
+    run(compose_config("task=dummy", "trainer=smoke", "trainer.checkpoint=true"),
+        folder / "dummy")
+    return folder
+
+
 @pytest.mark.parametrize("case", BAD_INPUT)
-def test_bad_input_is_one_line_without_traceback(aca_main, case) -> None:
+def test_bad_input_is_one_line_without_traceback(aca_main, checkpoints, case) -> None:
     args, expected = BAD_INPUT[case]
-    status, _, stderr = aca_main(*args)
+    status, _, stderr = aca_main(*(arg.format(files=checkpoints) for arg in args))
     _assert_one_error_line(status, stderr, expected)
 
 
@@ -132,3 +196,40 @@ def test_help_and_info_are_hydra_s(aca_main) -> None:
     assert "solver: bosh3, dopri5" in out and "experiment:" in out
     status, out, _ = aca_main("--info", "searchpath")
     assert status == 0 and "Config search path" in out and str(cli.CONFIG_DIR) in out
+
+
+def test_submitit_sweep_runs_each_job_in_its_own_process(aca_main, tmp_path, monkeypatch) -> None:
+    """hydra/launcher=submitit_local: submitit's local executor, the code path of
+    submitit_slurm up to the scheduler (each job pickled, run by another Python, its
+    result read back)."""
+    monkeypatch.setenv("PYTHONPATH", cli_env()["PYTHONPATH"])  # the jobs import the dummy task
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    status, _, stderr = aca_main("-m", "hydra/launcher=submitit_local", "task=dummy",
+                                 "method=aca,naive", "trainer=smoke", "hydra.sweep.dir=sweep")
+    assert status == 0, stderr
+    for job, method in (("0_aca-dopri5", "aca"), ("1_naive-dopri5", "naive")):
+        result = json.loads((tmp_path / "sweep" / job / "result.json").read_text())
+        assert result["method"] == method and result["final"]["epoch"] == 2
+    logs = list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2  # two submitted jobs, each with its own process log
+
+
+def test_a_job_error_reported_by_a_launcher_is_its_one_line() -> None:
+    failed = RuntimeError("Job 9869 (task: 0) has not produced any output\nError stream "
+                          "produced:\n----\nerror: solver.rtol='abc' is invalid; expected a "
+                          "number\n")
+    assert cli.describe_error(failed) == "solver.rtol='abc' is invalid; expected a number"
+    assert cli.describe_error(RuntimeError("a bug")) is None
+
+
+def test_ctrl_c_says_how_to_resume(aca_main, tmp_path, monkeypatch) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+
+    def interrupted(cfg, out_dir):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "run", interrupted)
+    status, _, stderr = aca_main("task=dummy", f"hydra.run.dir={tmp_path / 'run'}")
+    assert status == 130
+    assert stderr.strip() == (f"interrupted; the same command with hydra.run.dir="
+                              f"{tmp_path / 'run'} resumes from its last.pt")

@@ -1,42 +1,80 @@
-"""DistributedDataParallel on CPU: two gloo processes under torchrun keep identical
-parameters and match a single process trained on the combined batches."""
+"""DistributedDataParallel on CPU for every trainable task. One torchrun launch of two
+gloo processes runs a sweep (`-m`) over the tasks at smoke scale, the jobs sharing the
+process group; each task's replicas end identical and log the same metrics as a
+single-process run, and the deterministic tasks (float64, fixed steps) reach the same
+numbers. A task whose one-example training set cannot be split is refused clearly."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_command, cli_env
+from conftest import cli_command, cli_env, compose_config
+from test_cifar import write_fake_cifar10, write_fake_cifar100
 
-from aca.train import run
+from aca.tasks.three_body import ThreeBody
+from aca.train import ConfigError, run
+from aca.train.distributed import DistInfo
+from aca.train.trainer import Trainer
 
-# float64 and a fixed-step solver: each example's computation is independent of the
-# batch it sits in (an adaptive solver picks its steps per batch), and SGD without
-# momentum keeps the comparison a plain function of the averaged gradients.
-RECIPE = ("task=dummy", "task.dtype=float64", "solver=rk4", "solver.step_size=0.25",
-          "task.optimizer.name=sgd", "task.optimizer.momentum=0.0", "task.optimizer.lr=0.1",
-          "task.epochs=2", "trainer.device=cpu", "trainer.progress=false")
+# Every trainable task of configs/task (cifar and mujoco through test configs that point
+# them at small fake data), and the dummy task with plain SGD in float64.
+TASKS = ["dummy_sgd64", "vdp", "sines", "mujoco_cached", "digits", "cifar10_fake",
+         "cifar100_fake"]
+# A fixed-step solver: each example's computation does not depend on the batch it sits in
+# (an adaptive solver picks its steps per batch).
+SWEEP = ("trainer=smoke", "solver=rk4", "solver.step_size=0.25")
+EXACT = {"dummy_sgd64": ("train_loss", "test_mse"), "vdp": ("train_loss", "test_mse", "test_mu")}
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
 
 
-def test_two_gloo_ranks_match_a_single_process_run(dummy_config, tmp_path) -> None:
-    ddp_dir = tmp_path / "ddp"
-    launcher = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
-    done = subprocess.run(cli_command(*RECIPE, "trainer=ddp", "trainer.device=cpu",
-                                      f"hydra.run.dir={ddp_dir}", launcher=launcher),
-                          cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
-                          timeout=300)
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar10(root)
+    write_fake_cifar100(root)
+    (root / "hopper").mkdir()
+    trajectories = torch.rand(10, 200, 14, generator=torch.Generator().manual_seed(0))
+    torch.save(trajectories, root / "hopper" / "hopper_n10_T200_seed123.pt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ddp_results(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    sweep_dir = tmp_path_factory.mktemp("ddp")
+    done = subprocess.run(cli_command("-m", f"task={','.join(TASKS)}", *SWEEP,
+                                      f"data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}",
+                                      launcher=TORCHRUN),
+                          cwd=sweep_dir, env=cli_env(), capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    ddp_result = json.loads((ddp_dir / "result.json").read_text())
-    assert ddp_result["world_size"] == 2
-    assert ddp_result["ddp_replica_max_diff"] == 0.0  # ranks ended with identical parameters
+    return {task: json.loads((sweep_dir / f"{index}_aca-rk4" / "result.json").read_text())
+            for index, task in enumerate(TASKS)}
 
-    single_result = run(dummy_config(*RECIPE), tmp_path / "single")
-    ddp_state = torch.load(ddp_dir / "last.pt", weights_only=False)["model"]
-    single_state = torch.load(tmp_path / "single" / "last.pt", weights_only=False)["model"]
-    assert ddp_state.keys() == single_state.keys()
-    for name, value in single_state.items():
-        torch.testing.assert_close(ddp_state[name], value, rtol=1e-10, atol=1e-12, msg=name)
-    for key in ("train_loss", "test_mse"):
-        assert ddp_result["final"][key] == pytest.approx(single_result["final"][key], rel=1e-10)
+
+@pytest.mark.parametrize("task", TASKS)
+def test_two_gloo_ranks_train_each_task_like_one_process(
+        ddp_results: dict[str, dict], data_dir: Path, tmp_path: Path, task: str) -> None:
+    ddp = ddp_results[task]
+    assert ddp["world_size"] == 2 and ddp["epochs"] == 2
+    assert ddp["ddp_replica_max_diff"] == 0.0  # gradients were averaged: replicas identical
+    assert all(math.isfinite(value) for value in ddp["final"].values())
+    single = run(compose_config(f"task={task}", *SWEEP, f"data_dir={data_dir}"), tmp_path)
+    assert single["world_size"] == 1
+    assert ddp["final"].keys() == single["final"].keys()  # the task's own metrics too
+    for key in EXACT.get(task, ()):
+        assert ddp["final"][key] == pytest.approx(single["final"][key], rel=1e-10), key
+
+
+def test_a_one_trajectory_task_refuses_to_split(tmp_path: Path) -> None:
+    """three_body fits one trajectory: two processes cannot share it."""
+    cfg = compose_config("task=three_body", "trainer=smoke", "task.n_train=5", "task.n_test=5",
+                         "task.T_train=0.1", "task.T_test=0.2")
+    with pytest.raises(ConfigError, match="batch_size=1 cannot be split evenly over 2 DDP "
+                                          "processes; three_body's training set has 1 "
+                                          "example.*one process"):
+        Trainer(cfg, ThreeBody(cfg), tmp_path, DistInfo(rank=0, world_size=2))

@@ -68,7 +68,8 @@ def test_neural_baseline_maps_the_18_dim_state() -> None:
 
 def test_smoke_fit_recovers_the_masses(tmp_path) -> None:
     results = tmp_path / "results"
-    cfg = compose_config("task=three_body", "trainer=smoke", "trainer.eval_every=100",
+    cfg = compose_config("task=three_body", "trainer=smoke", "trainer.max_epochs=null",
+                         "trainer.eval_every=100",
                          "task.n_train=30", "task.n_test=40", "task.epochs=20",
                          "task.scheduler.gamma=0.8", "solver.rtol=1e-5", "solver.atol=1e-5",
                          f"task.results_dir={results}")

@@ -41,8 +41,9 @@ def test_aca_error_shrinks_with_tolerance() -> None:
 
 def test_analysis_writes_tables_and_figures(tmp_path) -> None:
     results = tmp_path / "results"
-    cfg = compose_config("task=toy", "task.T_num=3", "task.solvers=[bosh3,dopri5]",
-                         "task.tolerances=[1e-3,1e-6]", f"task.results_dir={results}")
+    cfg = compose_config("task=toy", "task.methods=[aca,adjoint,naive]", "task.T_num=3",
+                         "task.solvers=[bosh3,dopri5]", "task.tolerances=[1e-3,1e-6]",
+                         f"task.results_dir={results}")
     result = run(cfg, tmp_path / "run")["result"]
     assert "the paper's aca < adjoint < naive" in result["ordering"]
     for directory in (tmp_path / "run", results):
@@ -60,3 +61,20 @@ def test_unknown_method_in_the_comparison_is_named() -> None:
     cfg = compose_config("task=toy", "task.methods=[aca,backprop]")
     with pytest.raises(ValueError, match="backprop.*choose one of: aca, adjoint, naive"):
         ToyGradient(cfg).analyze(None)
+
+
+def test_method_selects_what_the_analysis_runs(tmp_path, capsys) -> None:
+    """task=toy measures the run's method= (a sweep over method= runs each once); the toy
+    presets compare all three."""
+    assert compose_config("+experiment=toy").task.methods == ["aca", "adjoint", "naive"]
+    cfg = compose_config("task=toy", "method=adjoint", "task.T_num=2", "task.solvers=[dopri5]",
+                         "task.tolerances=[1e-3]", "trainer.progress=true")
+    result = run(cfg, tmp_path)["result"]
+    assert [key for key in result if key.startswith("abs_err_z0")] == ["abs_err_z0.adjoint"]
+    assert result["ordering"].startswith("One gradient method ran")
+    table = (tmp_path / "toy.md").read_text()
+    assert "| adjoint (selected) |" in table and "| aca" not in table
+    with (tmp_path / "toy_error_vs_tol.csv").open() as handle:
+        assert {row["method"] for row in csv.DictReader(handle)} == {"adjoint"}
+    bars = capsys.readouterr().err  # the same tqdm bar as training's, over 3 T values + 1 tolerance
+    assert "toy gradients" in bars and "/4 " in bars

@@ -59,11 +59,13 @@ def test_methods_agree_with_aca_at_tight_tolerance(method: str) -> None:
     assert info["nfe_forward"] > 0
 
 
-def test_reconstruction_analysis_writes_its_table(tmp_path) -> None:
+def test_reconstruction_analysis_writes_its_table(tmp_path, capsys) -> None:
     cfg = compose_config("task=vdp_reconstruct", "task.solvers=[dopri5]",
                          "task.tolerances=[1e-3,1e-6]", "task.figure_tolerances=[1e-3]",
-                         "task.n_points=50", "task.T=6")
+                         "task.n_points=50", "task.T=6", "trainer.progress=true")
     rows = run(cfg, tmp_path)["result"]["rows"]
+    bars = capsys.readouterr().err  # the same tqdm bars as training's
+    assert "vdp solvers x tolerances" in bars and "/2 " in bars and "vdp figure curves" in bars
     assert [row["tol"] for row in rows] == [1e-3, 1e-6]
     assert rows[1]["reverse_error"] < rows[0]["reverse_error"]
     for name in ("vdp_reconstruction.md", "vdp_reconstruction.png",
@@ -73,7 +75,8 @@ def test_reconstruction_analysis_writes_its_table(tmp_path) -> None:
 
 def test_learning_recovers_mu(tmp_path) -> None:
     results = tmp_path / "results"
-    cfg = compose_config("task=vdp", "trainer=smoke", "trainer.eval_every=100", "task.epochs=30",
+    cfg = compose_config("task=vdp", "trainer=smoke", "trainer.max_epochs=null",
+                         "trainer.eval_every=100", "task.epochs=30",
                          "task.n_train=8", "task.batch_size=8", "task.n_test=4",
                          "task.n_points=20", "task.T=6", "task.noise=0.0",
                          "task.scheduler.gamma=0.85", f"task.results_dir={results}")

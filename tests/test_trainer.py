@@ -97,6 +97,21 @@ def test_non_trainable_task_runs_its_analysis(dummy_config, tmp_path, capsys) ->
     assert "result.answer  42" in capsys.readouterr().out
 
 
+def test_smoke_trainer_caps_epochs_and_batches(dummy_config, tmp_path) -> None:
+    result = run(dummy_config("trainer=smoke", "task.epochs=50"), tmp_path)
+    assert result["epochs"] == 2 and result["final"]["epoch"] == 2
+    assert result["final"]["nfe_forward"] > 0
+
+
+def test_threads_setting_sets_torch_threads(dummy_config, tmp_path) -> None:
+    threads = torch.get_num_threads()
+    try:
+        run(dummy_config("trainer=smoke", "trainer.threads=2"), tmp_path)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_ddp_true_without_torchrun_is_a_config_error(dummy_config, tmp_path) -> None:
     with pytest.raises(ConfigError, match="torchrun"):
         run(dummy_config("trainer=ddp", "trainer.device=cpu"), tmp_path)

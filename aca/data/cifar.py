@@ -92,6 +92,10 @@ class CifarFormatError(ValueError):
     """A CIFAR file exists but does not hold what the standard format promises."""
 
 
+class CifarDownloadError(OSError):
+    """The archive could not be fetched (no network, an HTTP error)."""
+
+
 @dataclass
 class CifarData:
     """One CIFAR variant in memory: uint8 images ``(N, 3, 32, 32)``, int64 labels."""
@@ -240,7 +244,14 @@ def download_cifar(name: str, data_dir: str | Path) -> Path:
     archive = data_dir / spec.archive_name
     if not archive.is_file() or md5sum(archive) != spec.archive_md5:
         partial = archive.with_suffix(".part")
-        urllib.request.urlretrieve(spec.url, partial)
+        try:
+            urllib.request.urlretrieve(spec.url, partial)
+        except OSError as error:  # no network, DNS, HTTP error, disk full
+            partial.unlink(missing_ok=True)
+            reason = getattr(error, "reason", None) or error
+            raise CifarDownloadError(f"cannot download {spec.url} ({reason}); without "
+                                     f"internet, copy {spec.archive_name} or the extracted "
+                                     f"{spec.folder}/ into {data_dir}") from error
         partial.replace(archive)
     if (actual := md5sum(archive)) != spec.archive_md5:
         raise CifarFormatError(f"{archive}: md5 {actual}, expected {spec.archive_md5}")

@@ -8,6 +8,8 @@ rather than a training run (e.g. the toy gradient-error sweep) overrides
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 
 def ode_options(cfg: DictConfig) -> dict[str, Any]:
@@ -30,6 +33,12 @@ def ode_options(cfg: DictConfig) -> dict[str, Any]:
     if cfg.method.get("max_checkpoints") is not None:
         options["max_checkpoints"] = cfg.method.max_checkpoints
     return options
+
+
+def show_progress(setting: str | bool) -> bool:
+    """``trainer.progress``: true, false, or auto (a bar only when stderr is a terminal)."""
+    setting = str(setting).lower()
+    return setting == "true" or (setting == "auto" and sys.stderr.isatty())
 
 
 class Task:
@@ -73,3 +82,9 @@ class Task:
     def analyze(self, out_dir: Path) -> dict:
         """Run a non-training task; returns what goes into ``result.json``."""
         raise NotImplementedError
+
+    def progress(self, items: Iterable, total: int | None = None, desc: str = "") -> tqdm:
+        """``items`` with a progress bar for a long analysis, shown as training's is
+        (``trainer.progress``)."""
+        return tqdm(items, total=total, desc=desc, leave=False,
+                    disable=not show_progress(self.cfg.trainer.progress))

@@ -133,7 +133,7 @@ class ThreeBody(Task):
         return aca.odeint(model, y0, times, **self.ode)[:, :9]
 
     def _mass_metrics(self, model: nn.Module) -> dict[str, float]:
-        if not isinstance(model, ThreeBodyGravity):
+        if getattr(model, "masses", None) is None:  # the neural model has no masses
             return {}
         masses = model.masses.detach().cpu().tolist()
         metrics = {f"m{index + 1}": mass for index, mass in enumerate(masses)}

@@ -120,24 +120,24 @@ class VanDerPolReconstruction(Task):
         reference, _ = end_state_gradient(
             "aca", mu, y0, T, {"solver": "dopri5", "rtol": REFERENCE_TOL, "atol": REFERENCE_TOL})
         rows = []
-        for solver in solvers:
-            for tol in tolerances:
-                ode = {"solver": solver, "rtol": tol, "atol": tol}
-                recon = reconstruction(mu, y0, T, 2, ode)
-                row: dict[str, Any] = {"solver": solver, "tol": tol,
-                                       "reverse_error": recon["error"]}
-                for method in methods:
-                    gradient, info = end_state_gradient(method, mu, y0, T, ode)
-                    row[f"grad_rel_err_{method}"] = (
-                        math.inf if gradient is None
-                        else (torch.linalg.vector_norm(gradient - reference)
-                              / torch.linalg.vector_norm(reference)).item())
-                    row[f"nfe_bwd_{method}"] = info["nfe_backward"]
-                rows.append(row)
+        settings = [(solver, tol) for solver in solvers for tol in tolerances]
+        for solver, tol in self.progress(settings, desc="vdp solvers x tolerances"):
+            ode = {"solver": solver, "rtol": tol, "atol": tol}
+            recon = reconstruction(mu, y0, T, 2, ode)
+            row: dict[str, Any] = {"solver": solver, "tol": tol, "reverse_error": recon["error"]}
+            for method in methods:
+                gradient, info = end_state_gradient(method, mu, y0, T, ode)
+                row[f"grad_rel_err_{method}"] = (
+                    math.inf if gradient is None
+                    else (torch.linalg.vector_norm(gradient - reference)
+                          / torch.linalg.vector_norm(reference)).item())
+                row[f"nfe_bwd_{method}"] = info["nfe_backward"]
+            rows.append(row)
 
+        figure_tolerances = [float(tol) for tol in task.figure_tolerances]
         figure_runs = {tol: reconstruction(mu, y0, T, int(task.n_points),
                                            {**self.ode, "rtol": tol, "atol": tol})
-                       for tol in [float(tol) for tol in task.figure_tolerances]}
+                       for tol in self.progress(figure_tolerances, desc="vdp figure curves")}
         figure_times = torch.linspace(0.0, T, int(task.n_points), dtype=torch.float64)
         reference = simulate(mu, y0, figure_times)
         summary = self._summary(rows, methods, mu, T, y0)
@@ -278,7 +278,7 @@ class VanDerPolLearning(Task):
         y0, observed = batch
         predicted = aca.odeint(model, y0, self.times.to(y0.device), **self.ode).transpose(0, 1)
         loss = ((predicted - observed) ** 2).mean()
-        mu = model.mu.item()
+        mu = getattr(model, "module", model).mu.item()
         return loss, {"mse": loss.item(), "mu": mu,
                       "mu_error": abs(mu - float(self.cfg.task.mu))}
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from aca.train.config import ConfigError
+
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -36,8 +38,19 @@ def save(path: Path, **content: Any) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save`; a clear error when the file is missing."""
+    """A checkpoint written by :func:`save`; a one-line ConfigError when the file is
+    missing or is not one (a text file, random bytes, a bare state dict)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"checkpoint {path} is a directory; give its last.pt or best.pt")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # unpickling arbitrary bytes fails in many different ways
+        raise ConfigError(f"{path} is not a checkpoint written by aca-run (a last.pt or "
+                          f"best.pt): {type(error).__name__}: {error}") from error
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise ConfigError(f"{path} is not a checkpoint written by aca-run (a last.pt or "
+                          "best.pt): it holds no model weights")
+    return state

@@ -4,11 +4,13 @@ a different number of steps on each rank, so no collective may run inside a solv
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from aca.train.config import ConfigError
 
@@ -50,16 +52,12 @@ def pick_device(name: str, info: DistInfo) -> torch.device:
 
 
 def setup(ddp: str | bool, device_name: str) -> DistInfo:
-    """Join the process group when launched by torchrun (``ddp`` auto/true), gloo on
+    """Join the process group when launched by torchrun (``ddp`` auto or true), gloo on
     CPU and nccl on CUDA; ``ddp: true`` without torchrun is an error."""
-    if str(ddp).lower() in ("false", "0", "no"):
-        info = DistInfo()
-        info.device = pick_device(device_name, info)
-        return info
-    if not launched_by_torchrun():
-        if str(ddp).lower() in ("true", "1", "yes"):
+    if ddp is False or not launched_by_torchrun():
+        if ddp is True:
             raise ConfigError("trainer.ddp=true needs torchrun, e.g. "
-                             "`torchrun --nproc_per_node=2 -m aca.cli trainer=ddp ...`")
+                              "`torchrun --nproc_per_node=2 -m aca.cli trainer=ddp ...`")
         info = DistInfo()
         info.device = pick_device(device_name, info)
         return info
@@ -67,13 +65,32 @@ def setup(ddp: str | bool, device_name: str) -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
     info.device = pick_device(device_name, info)
     if info.enabled and not dist.is_initialized():
+        # One process group for the life of the process: the jobs of a sweep (`-m`) run one
+        # after another in the same processes, and joining a second group would hang.
         dist.init_process_group("nccl" if info.device.type == "cuda" else "gloo")
+        atexit.register(dist.destroy_process_group)
     return info
 
 
-def cleanup(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+class DataParallel(DistributedDataParallel):
+    """DistributedDataParallel that a task cannot tell from its own model: attributes the
+    wrapper lacks (``model.mu``, ``model.masses``) come from the wrapped module, as they do
+    through ``torch.compile``'s wrapper."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":
+                raise
+            return getattr(self.module, name)
+
+
+def wrap(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``model`` for training: data-parallel when this process is one of several ranks."""
+    if not info.enabled:
+        return model
+    return DataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None)
 
 
 def broadcast_object(value: object, info: DistInfo) -> object:

@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 import aca
-from aca.tasks.base import Task, ode_options
+from aca.tasks.base import Task, ode_options, show_progress
 from aca.train import checkpoint, distributed
 from aca.train.config import ConfigError, check_config, check_ode_options, task_class
 from aca.train.distributed import DistInfo
@@ -51,6 +50,13 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = not deterministic
+
+
+def set_threads(setting: int | str) -> None:
+    """``trainer.threads``: torch's intra-op threads in this process; ``auto`` keeps torch's
+    default (OMP_NUM_THREADS, else one per physical core)."""
+    if setting != "auto":
+        torch.set_num_threads(int(setting))
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -97,17 +103,18 @@ class Trainer:
         self.cfg, self.task, self.out_dir, self.info = cfg, task, out_dir, info
         self.settings = cfg.trainer
         self.device = info.device
-        self.epochs = int(cfg.task.epochs)
-        if cfg.task.batch_size % info.world_size:
-            raise ConfigError(f"task.batch_size={cfg.task.batch_size} is not divisible by the "
-                              f"{info.world_size} DDP processes")
-        self.batch_size = cfg.task.batch_size // info.world_size
+        cap = self.settings.max_epochs
+        self.epochs = min(int(cfg.task.epochs), cap) if cap else int(cfg.task.epochs)
         self.train_set, self.test_set = task.datasets()
+        if cfg.task.batch_size % info.world_size:
+            hint = (f"; {cfg.task.name}'s training set has {len(self.train_set)} example(s), "
+                    "so run it in one process" if len(self.train_set) < info.world_size
+                    else f"; use a multiple of {info.world_size}")
+            raise ConfigError(f"task.batch_size={cfg.task.batch_size} cannot be split evenly "
+                              f"over {info.world_size} DDP processes{hint}")
+        self.batch_size = cfg.task.batch_size // info.world_size
         self.model = task.model().to(self.device)
-        self.train_model: torch.nn.Module = self.model
-        if info.enabled:
-            device_ids = [self.device] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
+        self.train_model = distributed.wrap(self.model, info)
         if self.settings.compile:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.task.optimizer)
@@ -119,9 +126,7 @@ class Trainer:
         self.start_epoch = 0
         self.best: float | None = None
         self.logger = logger or NullLogger()
-        show = str(self.settings.progress).lower()
-        on_terminal = show == "auto" and sys.stderr.isatty()
-        self.progress = info.is_main and (show == "true" or on_terminal)
+        self.progress = info.is_main and show_progress(self.settings.progress)
 
     # -- data ---------------------------------------------------------------
     def _limit(self, batches: list) -> list:
@@ -221,10 +226,35 @@ class Trainer:
                         scheduler=self.scheduler.state_dict(), epoch=epoch, best=self.best,
                         history=self.history, config=OmegaConf.to_container(self.cfg, resolve=True))
 
+    def load_weights(self, path: str | Path) -> dict[str, Any]:
+        """Read a checkpoint of this run's task and load its weights into the model; the
+        checkpoint's content is returned. Another task's checkpoint, or one whose tensors do
+        not fit (other task settings), is refused naming what to change."""
+        state = checkpoint.load(path)
+        trained = state.get("config") or {}
+        trained_task = trained.get("task") or {}
+        if trained_task.get("name") not in (None, self.cfg.task.name):
+            raise ConfigError(f"checkpoint {path} was trained on task "
+                              f"{trained_task['name']!r}; run with task={trained_task['name']}")
+        expected = self.model.state_dict()
+        saved = state["model"]
+        misfits = sorted(set(expected) ^ set(saved)) + [
+            key for key in expected if key in saved and saved[key].shape != expected[key].shape]
+        if misfits:
+            ours = OmegaConf.to_container(self.cfg.task, resolve=True)
+            changed = [f"task.{key}={value!r}" for key, value in trained_task.items()
+                       if key in ours and ours[key] != value and not isinstance(value, dict)]
+            hint = (f"it was trained with {', '.join(changed)}" if changed
+                    else "it was trained with other model settings")
+            raise ConfigError(f"checkpoint {path} does not fit this model ({len(misfits)} "
+                              f"tensors missing or shaped differently, e.g. {misfits[0]!r}); "
+                              f"{hint}")
+        self.model.load_state_dict(saved)
+        return state
+
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimizer, schedule, epoch, history, RNG."""
-        state = checkpoint.load(path)
-        self.model.load_state_dict(state["model"])
+        state = self.load_weights(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
@@ -260,7 +290,7 @@ class Trainer:
             if not self.step_scheduler_per_batch:
                 self.scheduler.step()
             last_epoch = epoch + 1 == self.epochs
-            if last_epoch or (epoch + 1) % max(int(self.settings.eval_every), 1) == 0:
+            if last_epoch or (epoch + 1) % self.settings.eval_every == 0:
                 row.update(self.evaluate())
             self.history.append(row)
             self.logger.log(row, step=epoch + 1)
@@ -296,14 +326,9 @@ def evaluate_checkpoint(cfg: DictConfig, task: Task, out_dir: Path,
                         info: DistInfo) -> dict[str, Any]:
     """``mode=eval``: the weights of ``ckpt`` evaluated on the test set with the solver
     and method of this run's config (a test-time solver swap, no retraining)."""
-    state = checkpoint.load(cfg.ckpt)
-    trained = state.get("config", {})
-    trained_task = trained.get("task", {}).get("name")
-    if trained_task not in (None, cfg.task.name):
-        raise ConfigError(f"checkpoint {cfg.ckpt} was trained on task {trained_task!r}; "
-                          f"run with task={trained_task}")
     trainer = Trainer(cfg, task, out_dir, info)
-    trainer.model.load_state_dict(state["model"])
+    state = trainer.load_weights(cfg.ckpt)
+    trained = state.get("config") or {}
     result = run_summary(cfg)
     result.update(ckpt=str(cfg.ckpt), epoch=state.get("epoch"), metrics=trainer.evaluate(),
                   trained_with={"method": trained.get("method", {}).get("name"),
@@ -328,34 +353,32 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one config (train, eval or a non-trainable task's analysis) writing into
     ``out_dir``: config.yaml (resolved), metrics.csv, result.json, checkpoints. Under
     torchrun it runs data-parallel and only rank 0 writes. Returns the result."""
-    check_config(cfg)
     cls = task_class(cfg)
+    check_config(cfg, trainable=cls.trainable)
     check_ode_options(ode_options(cfg))
+    set_threads(cfg.trainer.threads)
     info = distributed.setup(cfg.trainer.ddp, cfg.trainer.device)
-    try:
-        out_dir = Path(distributed.broadcast_object(str(out_dir), info))
+    out_dir = Path(distributed.broadcast_object(str(out_dir), info))
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(cfg, out_dir)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    task = cls(cfg)
+    if not task.trainable:
+        result = run_summary(cfg)
         if info.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _write_config(cfg, out_dir)
-        seed_everything(cfg.seed, cfg.trainer.deterministic)
-        task = cls(cfg)
-        if not task.trainable:
-            result = run_summary(cfg)
-            if info.is_main:
-                result["result"] = task.analyze(out_dir)
-        elif cfg.mode == "eval":
-            result = evaluate_checkpoint(cfg, task, out_dir, info)
-        else:
-            logger = make_logger(cfg, out_dir, info.is_main)
-            try:
-                result = Trainer(cfg, task, out_dir, info, logger).fit()
-                logger.summary(result)
-            finally:
-                logger.finish()
-        result["out_dir"] = str(out_dir)
-        if info.is_main:
-            write_json(out_dir / "result.json", result)
-            _print_result(result)
-        return result
-    finally:
-        distributed.cleanup(info)
+            result["result"] = task.analyze(out_dir)
+    elif cfg.mode == "eval":
+        result = evaluate_checkpoint(cfg, task, out_dir, info)
+    else:
+        logger = make_logger(cfg, out_dir, info.is_main)
+        try:
+            result = Trainer(cfg, task, out_dir, info, logger).fit()
+            logger.summary(result)
+        finally:
+            logger.finish()
+    result["out_dir"] = str(out_dir)
+    if info.is_main:
+        write_json(out_dir / "result.json", result)
+        _print_result(result)
+    return result
