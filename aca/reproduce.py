@@ -21,9 +21,12 @@ Rendering into the repository's ``results/`` also refreshes the README's Results
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
+import io
 import json
+import math
 import os
 import platform
 import shlex
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import aca
+from aca import provenance
 from aca.tasks._results import format_cell, markdown_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -202,34 +206,41 @@ def _bench(scale: str, out: str) -> list[Step]:
 
 @dataclass(frozen=True)
 class Target:
-    """A paper table or figure: where its records live and how each scale makes them."""
+    """A paper table or figure: where its records live and how each scale makes them.
+    ``records``: glob patterns, under ``folder`` (and ``folder/paper`` at paper scale), of
+    the run records the target writes, each stamped with the code that made it (a JSON
+    file with a ``provenance`` stamp, or a CSV table with one per row)."""
 
     folder: str
     what: str
     steps: Callable[[str, str], list[Step]]
+    records: tuple[str, ...]
     scales: tuple[str, ...] = SCALES
 
 
 TARGETS: dict[str, Target] = {
-    "toy": Target("toy", "Exp. 1: toy gradient error vs the closed form", _toy, ("smoke", "cpu")),
+    "toy": Target("toy", "Exp. 1: toy gradient error vs the closed form", _toy,
+                  ("toy.json", "decay/toy.json"), ("smoke", "cpu")),
     "vdp": Target("vdp", "Exp. 2: van der Pol reverse-time reconstruction (+ learning mu)", _vdp,
-                  ("smoke", "cpu")),
+                  ("vdp_reconstruction.json", "runs/*.json"), ("smoke", "cpu")),
     "cifar10": Target("cifar10", "Exp. 3, Fig. 7a/b: NODE-18 trained with each method",
-                      _cifar_methods("cifar10")),
+                      _cifar_methods("cifar10"), ("runs/methods/*/result.json",)),
     "cifar10_seeds": Target("cifar10", "Exp. 3, Fig. 7c/d: NODE-18 vs ResNet-18 over seeds",
-                            _cifar_seeds("cifar10")),
+                            _cifar_seeds("cifar10"), ("runs/seeds/*/result.json",)),
     "cifar100": Target("cifar100", "Exp. 3 on CIFAR-100: NODE-18 trained with each method",
-                       _cifar_methods("cifar100")),
+                       _cifar_methods("cifar100"), ("runs/methods/*/result.json",)),
     "cifar100_seeds": Target("cifar100", "Exp. 3 on CIFAR-100: NODE-18 vs ResNet-18 over seeds",
-                             _cifar_seeds("cifar100")),
-    "digits": Target("digits", "CPU stand-in for exp. 3 (8x8 digits)", _digits, ("smoke", "cpu")),
+                             _cifar_seeds("cifar100"), ("runs/seeds/*/result.json",)),
+    "digits": Target("digits", "CPU stand-in for exp. 3 (8x8 digits)", _digits,
+                     ("runs/methods/*/result.json", "runs/seeds/*/result.json",
+                      "solver_robustness.csv"), ("smoke", "cpu")),
     "mujoco": Target("mujoco", "Exp. 4: Latent ODE / ODE-RNN on Mujoco Hopper",
-                     _timeseries("mujoco")),
+                     _timeseries("mujoco"), ("table.csv", "longer/table.csv")),
     "sines": Target("sines", "Exp. 4's models on synthetic irregular sines",
-                    _timeseries("sines"), ("smoke", "cpu")),
-    "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body),
+                    _timeseries("sines"), ("table.csv",), ("smoke", "cpu")),
+    "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body, ("runs/*.json",)),
     "bench": Target("bench", "Table 1 measured: speed, memory, NFE, gradient error", _bench,
-                    ("smoke", "cpu")),
+                    ("bench.json",), ("smoke", "cpu")),
 }
 
 
@@ -276,7 +287,8 @@ def run_target(target: str, scale: str, root: str | None = None, dry_run: bool =
     lines = [f"# python scripts/reproduce.py run {target} --scale {scale}"
              + (f" --root {root}" if root else ""),
              f"# started {started} on {machine()['cpu']} ({machine()['cores']} cores), "
-             f"run from the repository root"]
+             f"run from the repository root",
+             f"# code: {provenance.describe(provenance.stamp())}"]
     log.write_text("\n".join(lines) + "\n")
     for step in steps:
         print(f"+ {step.shell()}", flush=True)
@@ -292,6 +304,297 @@ def run_target(target: str, scale: str, root: str | None = None, dry_run: bool =
             return status
     print(f"done: {target} at {scale} scale; commands and times in {log}")
     return 0
+
+
+# ----------------------------------------------------------------------- staleness
+
+STALE_MARK = "†"
+STALE_NOTE = ("†: a stale record, made by other code than the current aca/, configs/ and "
+              "experiments/ (or not stamped); `python scripts/reproduce.py check` lists them.")
+
+
+def stamp_of(record: Any) -> dict | None:
+    """The provenance stamp of a JSON record or of a CSV table's row, or None."""
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("provenance"), dict):
+        return record["provenance"]
+    if all(record.get(key) not in (None, "") for key in provenance.CSV_FIELDS):
+        return {key: record[key] for key in provenance.CSV_FIELDS}
+    return None
+
+
+def is_current(stamp: dict | None, code_now: str) -> bool:
+    """Whether a record was made by exactly the code there is now."""
+    return stamp is not None and stamp.get("code") == code_now != provenance.UNKNOWN
+
+
+def current_code() -> str | None:
+    """The code hash of the checkout aca runs from, or None outside a git checkout."""
+    root = provenance.repo_root()
+    return provenance.working_code(root) if root is not None else None
+
+
+def record_stamps(path: Path) -> list[dict | None]:
+    """The stamp of a JSON record, or of each row of a CSV record ([None]: unreadable)."""
+    try:
+        if path.suffix == ".json":
+            return [stamp_of(json.loads(path.read_text()))]
+        with path.open(newline="") as handle:
+            return [stamp_of(row) for row in csv.DictReader(handle)] or [None]
+    except (OSError, ValueError):
+        return [None]
+
+
+def find_records(root: Path) -> list[tuple[str, Path]]:
+    """``(target, path)`` of every run record under ``root`` that a target declares."""
+    found: dict[Path, str] = {}
+    for name, spec in TARGETS.items():
+        for pattern in spec.records:
+            for prefix in ("", "paper/"):
+                for path in sorted((root / spec.folder).glob(prefix + pattern)):
+                    found.setdefault(path, name)
+    return [(name, path) for path, name in found.items()]
+
+
+@dataclass
+class Staleness:
+    """One record that was not made by the current code, and why."""
+
+    target: str
+    path: Path
+    reason: str
+
+    @property
+    def rerun(self) -> str:
+        scale = " --scale paper" if "paper" in self.path.parts else ""
+        return f"python scripts/reproduce.py run {self.target}{scale}"
+
+
+def _why_stale(stamps: list[dict | None], code_now: str) -> str | None:
+    old = [stamp for stamp in stamps if not is_current(stamp, code_now)]
+    if not old:
+        return None
+    rows = f" ({len(old)} of {len(stamps)} rows)" if len(stamps) > 1 else ""
+    stamp = old[0]
+    if stamp is None:
+        return "no provenance stamp (made before stamps existed)" + rows
+    if stamp.get("code") in (None, provenance.UNKNOWN):
+        return "made outside a git checkout: its code is unknown" + rows
+    since = provenance.code_commits_since(provenance.repo_root(), str(stamp.get("commit")))
+    changed = f"; {since} commit(s) changed the code since" if since else ""
+    return f"made by {provenance.short(stamp)}, code {str(stamp['code'])[:10]}{changed}{rows}"
+
+
+def stale_records(root: Path, code_now: str) -> tuple[list[Staleness], int]:
+    """The records under ``root`` not made by ``code_now``, and how many records there are."""
+    records = find_records(root)
+    stale = []
+    for target, path in records:
+        reason = _why_stale(record_stamps(path), code_now)
+        if reason is not None:
+            stale.append(Staleness(target, path, reason))
+    return stale, len(records)
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
+def check(root: Path, strict: bool = False) -> int:
+    """List the records under ``root`` made by other code than the current (stale); with
+    ``strict``, return 1 when there is one."""
+    code_now = current_code()
+    if code_now is None:
+        raise ReproduceError("check needs the git checkout aca is imported from (pip install "
+                             "-e .); outside one the code that made a record is unknown")
+    head = provenance.make_stamp(provenance.repo_root())
+    print(f"code now: {provenance.short(head)}, code {code_now[:10]} (aca/, configs/, "
+          "experiments/; not the reporting code)")
+    stale, total = stale_records(root, code_now)
+    for item in stale:
+        print(f"stale  {_shown(item.path)}: {item.reason}")
+    print(f"{len(stale)} of {total} records under {_shown(root)} are stale"
+          + (", rerun them with the current code:" if stale else "."))
+    for command in dict.fromkeys(item.rerun for item in stale):
+        print(f"  {command}")
+    return 1 if strict and stale else 0
+
+
+# --------------------------------------------------------------------------- drift
+
+#: values that differ between identical runs: timings, where and when, the stamp
+VOLATILE = frozenset({"provenance", "command", "out_dir", "date", "time_s", "total_time_s",
+                      "wall_time_s", "train_time_s", "test_time_s"})
+
+
+class Unverifiable(Exception):
+    """A committed record without a provenance stamp: made before stamps, not comparable."""
+
+
+@dataclass(frozen=True)
+class DriftCheck:
+    """A cheap deterministic ``aca-run`` job whose records must equal the committed ones.
+
+    ``overrides``: the job (``{out}``: its temporary results folder); ``record``: the
+    committed record (under results/) whose stamp makes the check apply; ``files``: pairs
+    (committed file under results/, new file under the job's folder) compared value by
+    value to relative tolerance ``rtol`` (integers such as NFE exactly, in effect), leaving
+    out ``VOLATILE`` keys; ``columns``/``rows`` restrict a CSV to the values that do not
+    depend on the CPU, and to the epochs of a shortened run."""
+
+    target: str
+    overrides: tuple[str, ...]
+    record: str
+    files: tuple[tuple[str, str], ...]
+    rtol: float
+    columns: tuple[str, ...] | None = None
+    rows: int | None = None
+
+
+# Tolerances, measured by rerunning each job with torch's scalar kernels
+# (ATEN_CPU_CAPABILITY=default, ONEDNN_MAX_CPU_ISA=SSE41) against AVX-512 on one machine;
+# AVX2 against AVX-512 gave bit-identical records for every job but digits.
+# - toy: gradients of a linear ODE in float64; the largest change was 1.2e-11 (relative).
+# - vdp_reconstruct: van der Pol's reverse-time solves amplify round-off, most in dopri8's
+#   rows: up to 6.1e-4 (reverse error and gradient errors), so 1e-3; NFE stays exact.
+# - digits: float32 training is chaotic across CPUs (test loss after one epoch moved by 20 %),
+#   so only the solver's counts of the first epoch (identical on all three) and its mean
+#   training loss (moved by 2.8e-4) are compared, to 1e-3: a changed step-size controller or
+#   initial step changes the counts (the stale records of issue 19: 502 vs 552 forward NFE).
+DRIFT_CHECKS: dict[str, DriftCheck] = {
+    "toy": DriftCheck("toy", ("+experiment=toy", "task.results_dir={out}"), "toy/toy.json",
+                      tuple((f"toy/{name}", name) for name in
+                            ("toy.json", "toy_error_vs_T.csv", "toy_error_vs_tol.csv")), 1e-6),
+    "toy_decay": DriftCheck("toy", ("+experiment=toy_decay", "task.results_dir={out}"),
+                            "toy/decay/toy.json",
+                            tuple((f"toy/decay/{name}", name) for name in
+                                  ("toy.json", "toy_error_vs_T.csv", "toy_error_vs_tol.csv")),
+                            1e-6),
+    # n_points and figure_tolerances shape the figure only, not the records compared
+    "vdp_reconstruct": DriftCheck("vdp", ("+experiment=vdp_reconstruct", "task.results_dir={out}",
+                                          "task.n_points=2", "task.figure_tolerances=[1e-2]"),
+                                  "vdp/vdp_reconstruction.json",
+                                  (("vdp/vdp_reconstruction.json", "vdp_reconstruction.json"),),
+                                  1e-3),
+    # the first of the 15 epochs of digits' node18-aca run (its schedule steps at epoch 10)
+    "digits": DriftCheck("digits", ("+experiment=digits_methods", "method=aca", "task.epochs=1",
+                                    "trainer.checkpoint=false"),
+                         "digits/runs/methods/node18-aca/result.json",
+                         (("digits/runs/methods/node18-aca/metrics.csv", "run/metrics.csv"),),
+                         1e-3, columns=("epoch", "train_loss", "nfe_forward", "nfe_backward",
+                                        "accepted", "rejected", "test_nfe_per_batch"), rows=1),
+}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def differences(committed: Any, new: Any, rtol: float, where: str = "") -> list[str]:
+    """Where two records differ: numbers beyond ``rtol`` (relative), anything else unequal;
+    ``VOLATILE`` keys are left out."""
+    if isinstance(committed, dict) and isinstance(new, dict):
+        found = []
+        for key in [k for k in {**committed, **new} if k not in VOLATILE]:
+            if key not in committed or key not in new:
+                side = "committed" if key in committed else "new"
+                found.append(f"{where}.{key}: only in the {side} record")
+            else:
+                found += differences(committed[key], new[key], rtol, f"{where}.{key}")
+        return found
+    if isinstance(committed, list) and isinstance(new, list):
+        if len(committed) != len(new):
+            return [f"{where}: {len(committed)} entries committed, {len(new)} now"]
+        return [line for i, (a, b) in enumerate(zip(committed, new))
+                for line in differences(a, b, rtol, f"{where}[{i}]")]
+    a, b = _number(committed), _number(new)
+    if a is not None and b is not None:
+        same = a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=rtol)
+    else:
+        same = committed == new
+    return [] if same else [f"{where}: committed {committed!r}, now {new!r}"]
+
+
+def _load(path: Path, spec: DriftCheck) -> Any:
+    if not path.is_file():
+        raise ReproduceError(f"{_shown(path)} is missing: run `python scripts/reproduce.py run "
+                             f"{spec.target}`")
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))[:spec.rows]
+    return [{k: v for k, v in row.items() if spec.columns is None or k in spec.columns}
+            for row in rows]
+
+
+def compose_job(overrides: Sequence[str]) -> Any:
+    """The config ``aca-run OVERRIDES`` composes (one job, no sweep)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def drift(name: str, workdir: Path, results: Path = REPO_ROOT / "results") -> list[str]:
+    """Rerun drift check ``name`` in this process, into ``workdir``; return how its records
+    differ from the committed ones under ``results`` (empty: they reproduce). Raises
+    Unverifiable when the committed record has no stamp (made before stamps existed)."""
+    from aca.train import run
+
+    spec = DRIFT_CHECKS[name]
+    if stamp_of(_load(results / spec.record, spec)) is None:
+        raise Unverifiable(f"{spec.record} has no provenance stamp; rerun it with `python "
+                           f"scripts/reproduce.py run {spec.target}` to check it")
+    out = workdir / "results"
+    run(compose_job([o.replace("{out}", str(out)) for o in spec.overrides]), workdir / "run")
+    found = []
+    for committed, new in spec.files:
+        found += differences(_load(results / committed, spec),
+                             _load((workdir / "run" if new.startswith("run/") else out)
+                                   / new.removeprefix("run/"), spec),
+                             spec.rtol, committed)
+    return found
+
+
+def drift_command(names: Sequence[str]) -> int:
+    """``drift``: rerun each check (one torch thread), print how it went; 1 on any drift."""
+    import tempfile
+
+    import torch
+
+    unknown = [name for name in names if name not in DRIFT_CHECKS]
+    if unknown:
+        raise ReproduceError(f"unknown drift check {unknown[0]!r}; choose one of: "
+                             f"{', '.join(DRIFT_CHECKS)}")
+    torch.set_num_threads(1)
+    drifted = False
+    for name in names or DRIFT_CHECKS:
+        began = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory() as workdir, \
+                    contextlib.redirect_stdout(io.StringIO()):  # the runs' own tables
+                found = drift(name, Path(workdir))
+        except Unverifiable as reason:
+            print(f"skipped {name}: {reason}")
+            continue
+        seconds = time.perf_counter() - began
+        if not found:
+            print(f"ok      {name}: reproduces the committed records ({seconds:.1f} s)")
+            continue
+        drifted = True
+        print(f"DRIFT   {name}: {len(found)} value(s) differ from the committed records "
+              f"({seconds:.1f} s); rerun `python scripts/reproduce.py run "
+              f"{DRIFT_CHECKS[name].target}` if the change is intended")
+        print("\n".join(f"    {line}" for line in found[:20]))
+    return 1 if drifted else 0
 
 
 # -------------------------------------------------------------------------- render
@@ -314,6 +617,14 @@ class Records:
 
     root: Path
     problems: list[str] = field(default_factory=list)
+    #: the current code hash; None: staleness unknown (nothing is marked)
+    code_now: str | None = None
+
+    def stale(self, *records: Any) -> bool:
+        """Whether any of these records (JSON records or CSV rows; None: missing) is stale."""
+        return self.code_now is not None and any(
+            record is not None and not is_current(stamp_of(record), self.code_now)
+            for record in records)
 
     def _note(self, message: str) -> None:
         if message not in self.problems:
@@ -375,28 +686,29 @@ class Records:
         return found
 
 
-def cell(value: Any, scale: float = 1.0) -> str:
-    """A number for a table, or "missing"."""
+def cell(value: Any, scale: float = 1.0, stale: bool = False) -> str:
+    """A number for a table (marked when its record is stale), or "missing"."""
     if value is None:
         return MISSING
+    mark = f" {STALE_MARK}" if stale else ""
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            return value
-    return format_cell(value * scale if scale != 1.0 else value)
+            return value + mark
+    return format_cell(value * scale if scale != 1.0 else value) + mark
 
 
-def mass(value: float | None) -> str:
+def mass(value: float | None, stale: bool = False) -> str:
     """A mass to the authors' six decimals, or "missing"."""
-    return MISSING if value is None else f"{value:.6f}"
+    return MISSING if value is None else f"{value:.6f}" + (f" {STALE_MARK}" if stale else "")
 
 
 def toy_tables(records: Records) -> list[Table]:
     rows = []
     for rel in ("toy/toy.json", "toy/decay/toy.json"):
         data = records.json(rel, "toy")
-        alpha = records.pick(data, "alpha", rel)
+        alpha, stale = records.pick(data, "alpha", rel), records.stale(data)
         by_method = {row.get("method"): row for row in (data or {}).get("at_T_report", [])}
         for method in METHODS:
             row = by_method.get(method)
@@ -406,7 +718,8 @@ def toy_tables(records: Records) -> list[Table]:
             values = [records.pick(row, key, rel) for key in
                       ("abs_err_z0", "abs_err_alpha", "nfe_forward", "nfe_backward")]
             rows.append([cell(alpha), *(cell(value) for value in setting), method,
-                         *(cell(value) for value in values), PAPER_TOY_ABS_ERROR[method]])
+                         *(cell(value, stale=stale) for value in values),
+                         PAPER_TOY_ABS_ERROR[method]])
     return [Table("toy", "Toy: gradient error against the closed form (exp. 1)",
                   ["α", "T", "solver", "rtol", "atol", "method", "ours abs err dL/dz0",
                    "ours abs err dL/dα", "NFE fwd", "NFE bwd", "paper abs err at T ≈ 19.5 (≈)"],
@@ -418,10 +731,13 @@ def toy_tables(records: Records) -> list[Table]:
 def vdp_tables(records: Records) -> list[Table]:
     rel = "vdp/vdp_reconstruction.json"
     data = records.json(rel, "vdp")
+    stale = records.stale(data)
     rows = []
     for row in (data or {}).get("rows", []):
-        rows.append([row.get("solver"), cell(row.get("tol")), cell(row.get("reverse_error")),
-                     *(cell(row.get(f"grad_rel_err_{m}")) for m in METHODS), PAPER_VDP_REVERSE])
+        rows.append([row.get("solver"), cell(row.get("tol")),
+                     cell(row.get("reverse_error"), stale=stale),
+                     *(cell(row.get(f"grad_rel_err_{m}"), stale=stale) for m in METHODS),
+                     PAPER_VDP_REVERSE])
     if not rows:
         if data is not None:
             records.partial(rel, "rows")
@@ -440,7 +756,8 @@ def vdp_tables(records: Records) -> list[Table]:
             record = records.json(name, "vdp")
             values = [records.pick(record, key, name) for key in
                       ("mu", "mu_error", "final_test_mse", "total_time_s")]
-            learning_rows.append([method, rtol, *(cell(value) for value in values), "–"])
+            learning_rows.append([method, rtol, *(cell(value, stale=records.stale(record))
+                                                  for value in values), "–"])
     learning = Table("vdp_learning", "Van der Pol: learning μ (true 1, start 0.5; not in the "
                      "paper)", ["method", "rtol", "ours μ", "μ error", "test MSE", "time (s)",
                                 "paper"], learning_rows)
@@ -457,14 +774,16 @@ def three_body_tables(records: Records) -> list[Table]:
     for scale, folder, target, (model, method) in runs:
         rel = f"{folder}/{model}_{method}.json"
         record = records.json(rel, target)
-        physics = model == "physics"
-        masses = [mass(records.pick(record, key, rel)) if physics else "–"
+        physics, stale = model == "physics", records.stale(record)
+        masses = [mass(records.pick(record, key, rel), stale) if physics else "–"
                   for key in ("m1", "m2", "m3")]
-        masses.append(cell(records.pick(record, "mass_error", rel)) if physics else "–")
+        masses.append(cell(records.pick(record, "mass_error", rel), stale=stale) if physics
+                      else "–")
         paper = PAPER_THREE_BODY_MASSES if physics and method == "aca" else "–"
         rows.append([scale, model, method,
                      *(cell(records.pick(record, key, rel)) for key in ("epochs", "rtol")),
-                     *masses, cell(records.pick(record, "extrap_rmse", rel)), paper])
+                     *masses, cell(records.pick(record, "extrap_rmse", rel), stale=stale),
+                     paper])
     return [Table("three_body", "Three-body: learned masses (true 1.1, 1.1, 0.9) and "
                   "extrapolation error (exp. 5)",
                   ["scale", "model", "method", "epochs", "rtol = atol", "m1", "m2", "m3",
@@ -499,22 +818,27 @@ def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Tabl
             seconds = None if run is None else records.field(run, ["wall_time_s"], rel)
             paper_acc, paper_hours = PAPER_CIFAR_METHODS.get(method, ("–", "–"))
             label = f"NODE-18 ({method})" if method else "ResNet-18"
-            methods_rows.append([scale, label, cell(_final_accuracy(records, run, rel)),
-                                 cell(seconds), paper_acc, paper_hours])
+            stale = records.stale(run)
+            accuracy = _final_accuracy(records, run, rel)
+            methods_rows.append([scale, label, cell(accuracy, stale=stale),
+                                 cell(seconds, stale=stale), paper_acc, paper_hours])
         seeds = records.runs(f"{base}/seeds", target)
         seeds_target = target.replace(dataset, f"{dataset}_seeds", 1) if dataset != "digits" \
             else target
         for model in ("node18", "resnet18"):
+            runs_of_model = {name: run for name, run in seeds.items()
+                             if name.startswith(f"{model}-")}
             accuracies = [_final_accuracy(records, run, f"{base}/seeds/{name}/result.json")
-                          for name, run in seeds.items() if name.startswith(f"{model}-")]
+                          for name, run in runs_of_model.items()]
             accuracies = [a for a in accuracies if a is not None]
+            stale = records.stale(*runs_of_model.values())
             if not accuracies:
                 records.missing(f"{base}/seeds/{model}-seed*/result.json", seeds_target,
                                 "has no runs")
             stats = ([statistics.median(accuracies), min(accuracies), max(accuracies)]
                      if accuracies else [None] * 3)
             seeds_rows.append([scale, MODEL_LABELS[model], len(accuracies),
-                               *(cell(v) for v in stats), medians[model]])
+                               *(cell(v, stale=stale) for v in stats), medians[model]])
     title = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "digits": "Digits (8x8)"}[dataset]
     note = (["Digits is a CPU stand-in with 43k-parameter networks; the paper's columns are its "
              "CIFAR results with 11.2M-parameter networks, so compare orderings only."]
@@ -554,7 +878,8 @@ def timeseries_tables(records: Records, name: str, title: str) -> list[Table]:
                 row = found.get((model, fraction, method))
                 if data is not None and row is None:
                     records.partial(rel, f"{model} {fraction} {method} row")
-                cells.append(cell(None if row is None else row.get("test_mse") or None, 100.0))
+                cells.append(cell(None if row is None else row.get("test_mse") or None, 100.0,
+                                  stale=records.stale(row)))
             rows.append([label, f"{float(fraction):.0%}", *cells, PAPER_TIMESERIES])
     return [Table(name, f"{title}: test MSE (×1e-2) by observed fraction (exp. 4)",
                   ["model", "observed", "ours aca", "ours adjoint", "ours naive", "paper"], rows,
@@ -569,12 +894,13 @@ def _fraction(text: str | None) -> str | None:
 def bench_tables(records: Records) -> list[Table]:
     rel = "bench/bench.json"
     data = records.json(rel, "bench")
-    rows = []
+    rows, stale = [], records.stale(data)
     for row in (data or {}).get("rows", []) + (data or {}).get("hundred_step", []):
         method = row.get("method")
-        rows.append([row.get("problem"), row.get("setting"), method, cell(row.get("fwd_bwd_ms")),
-                     cell(row.get("peak_mib")), cell(row.get("nfe_forward")),
-                     cell(row.get("nfe_backward")), cell(row.get("grad_rel_error"))
+        measured = [cell(row.get(key), stale=stale) for key in
+                    ("fwd_bwd_ms", "peak_mib", "nfe_forward", "nfe_backward")]
+        rows.append([row.get("problem"), row.get("setting"), method, *measured,
+                     cell(row.get("grad_rel_error"), stale=stale)
                      if row.get("grad_rel_error") is not None else "–",
                      PAPER_MEMORY.get(method, "–")])
     if not rows:
@@ -596,13 +922,17 @@ def bench_tables(records: Records) -> list[Table]:
 
 
 def all_tables(records: Records) -> list[Table]:
-    """Every table, in the paper's order."""
-    return [*toy_tables(records), *vdp_tables(records),
-            *cifar_tables(records, "cifar10", ""), *cifar_tables(records, "cifar100", ""),
-            *cifar_tables(records, "digits", "(CIFAR-10) "),
-            *timeseries_tables(records, "mujoco", "Mujoco Hopper"),
-            *timeseries_tables(records, "sines", "Irregular sines"),
-            *three_body_tables(records), *bench_tables(records)]
+    """Every table, in the paper's order; a table with stale cells says what the mark means."""
+    tables = [*toy_tables(records), *vdp_tables(records),
+              *cifar_tables(records, "cifar10", ""), *cifar_tables(records, "cifar100", ""),
+              *cifar_tables(records, "digits", "(CIFAR-10) "),
+              *timeseries_tables(records, "mujoco", "Mujoco Hopper"),
+              *timeseries_tables(records, "sines", "Irregular sines"),
+              *three_body_tables(records), *bench_tables(records)]
+    for table in tables:
+        if any(str(value).endswith(STALE_MARK) for row in table.rows for value in row):
+            table.notes.append(STALE_NOTE)
+    return tables
 
 
 def table_markdown(table: Table) -> str:
@@ -615,7 +945,7 @@ LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
                  "^": r"\textasciicircum{}", "≈": r"$\approx$", "α": r"$\alpha$", "μ": r"$\mu$",
                  "−": "-", "×": r"$\times$", "·": r"$\cdot$", "Δ": r"$\Delta$", "²": r"$^2$",
-                 "|": r"$|$", "<": r"$<$", "–": "--", "‖": r"$\|$"}
+                 "|": r"$|$", "<": r"$<$", "–": "--", "‖": r"$\|$", STALE_MARK: r"\dag{}"}
 
 
 def latex_escape(text: Any) -> str:
@@ -636,16 +966,9 @@ def table_latex(table: Table) -> str:
 
 def machine() -> dict[str, Any]:
     """This machine and the versions that matter, for the results README."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     import torch
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+    return {"cpu": provenance.cpu_name(), "cores": os.cpu_count(), "os": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__,
             "aca": aca.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
@@ -667,7 +990,8 @@ def _command_notes(root: Path, folder: str) -> list[Path]:
                   if "runs" not in p.relative_to(base).parts)
 
 
-def results_readme(root: Path, tables: list[Table], problems: list[str]) -> str:
+def results_readme(root: Path, tables: list[Table], problems: list[str],
+                   stale: Sequence[Staleness] = ()) -> str:
     """results/README.md: what each table and figure is, its commands, machine, versions."""
     info = machine()
     date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -677,9 +1001,11 @@ def results_readme(root: Path, tables: list[Table], problems: list[str]) -> str:
         "Rendered by `python scripts/reproduce.py render` from the run records in this folder",
         f"on {date}: CPU {info['cpu']} ({info['cores']} cores), GPU {info['gpu']}, "
         f"{info['os']}; Python {info['python']}, torch {info['torch']}, aca {info['aca']}.",
-        "The records themselves were made by the commands below (each target's COMMAND.txt /",
-        "README.md / REPRODUCE.txt says when, where and how long); the paper's numbers come from",
-        "PAPER.md (≈: read off the paper's plots).",
+        "The records themselves were made by the commands below (each target's REPRODUCE.txt /",
+        "COMMAND.txt / README.md says when, where and how long), and each record's provenance",
+        "stamp names the code that made it: cells of records made by other code than the current",
+        "are marked †, and `python scripts/reproduce.py check` lists those records. The paper's",
+        "numbers come from PAPER.md (≈: read off the paper's plots).",
         "",
         "- All tables: [paper_tables.md](paper_tables.md) (LaTeX: "
         "[paper_tables.tex](paper_tables.tex)).",
@@ -694,6 +1020,15 @@ def results_readme(root: Path, tables: list[Table], problems: list[str]) -> str:
     ]
     if problems:
         lines += ["## Missing or partial records", ""] + [f"- {p}" for p in problems] + [""]
+    if stale:
+        by_target: dict[str, list[Staleness]] = {}
+        for item in stale:
+            by_target.setdefault(item.rerun, []).append(item)
+        lines += ["## Stale records", "",
+                  f"Made by other code than the current one; their cells are marked {STALE_MARK}. "
+                  "`python scripts/reproduce.py check` lists each record and why.", ""]
+        lines += [f"- {len(items)} record(s) of `{items[0].target}`: `{command}`"
+                  for command, items in by_target.items()] + [""]
     lines += ["## Targets", ""]
     for name, spec in TARGETS.items():
         lines += [f"### `{name}`: {spec.what}", ""]
@@ -763,9 +1098,12 @@ def replace_section(text: str, section: str, heading: str = "## Results") -> str
 
 def render(root: Path, readme: Path | None = None) -> list[str]:
     """Write paper_tables.md/.tex and README.md under ``root`` (and the Results section of
-    ``readme`` when given); return the missing/partial-record messages."""
-    records = Records(root)
+    ``readme`` when given); return the missing/partial-record messages (stale records are
+    marked, listed in README.md and counted on stdout)."""
+    code_now = current_code()
+    records = Records(root, code_now=code_now)
     tables = all_tables(records)
+    stale = stale_records(root, code_now)[0] if code_now is not None else []
     root.mkdir(parents=True, exist_ok=True)
     header = ("# The paper's tables, regenerated\n\nOur numbers beside the paper's (PAPER.md; "
               "≈: read off its plots). \"missing\": no run record yet (see README.md).\n\n")
@@ -773,7 +1111,10 @@ def render(root: Path, readme: Path | None = None) -> list[str]:
     (root / "paper_tables.tex").write_text(
         "% Generated by `python scripts/reproduce.py render`; needs \\usepackage{booktabs}.\n"
         + "\n".join(table_latex(t) for t in tables))
-    (root / "README.md").write_text(results_readme(root, tables, records.problems))
+    (root / "README.md").write_text(results_readme(root, tables, records.problems, stale))
+    if stale:
+        print(f"{len(stale)} stale record(s), their cells marked {STALE_MARK}: "
+              "python scripts/reproduce.py check lists them")
     if readme is not None and readme.is_file():
         readme.write_text(replace_section(readme.read_text(), readme_section(tables)))
     return records.problems
@@ -792,10 +1133,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     render_parser = commands.add_parser("render", help="render every table from the records")
     render_parser.add_argument("--root", type=Path, default=REPO_ROOT / "results")
     commands.add_parser("list", help="the targets and their scales")
+    check_parser = commands.add_parser("check", help="list the records made by older code")
+    check_parser.add_argument("--root", type=Path, default=REPO_ROOT / "results")
+    check_parser.add_argument("--strict", action="store_true",
+                              help="exit with status 1 when a record is stale")
+    drift_parser = commands.add_parser("drift", help="rerun the cheap deterministic targets "
+                                       "and compare them with the committed records")
+    drift_parser.add_argument("names", nargs="*", help=f"some of: {', '.join(DRIFT_CHECKS)}")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             return run_target(args.target, args.scale, args.root, args.dry_run)
+        if args.command == "check":
+            return check(args.root.resolve(), args.strict)
+        if args.command == "drift":
+            return drift_command(args.names)
         if args.command == "list":
             for name, spec in TARGETS.items():
                 print(f"{name:15s} {'/'.join(spec.scales):16s} {spec.what}")

@@ -35,6 +35,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from TorchDiffEqPack import odesolve_adjoint
 
 import aca
+from aca import provenance
 
 METHODS = ("aca", "adjoint", "naive", "torchdiffeq", "torchdiffeq_adjoint", "tdep_aca")
 METHOD_LABELS = {
@@ -406,17 +407,6 @@ def ratios(rows: list[dict], hundred: list[dict]) -> list[dict]:
     return out
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_benchmark(config: Config, log: Callable[[str], None] = print) -> dict:
     """Every measurement of the benchmark, as plain data (see ``to_markdown``)."""
     torch.set_num_threads(config.threads)
@@ -440,8 +430,9 @@ def run_benchmark(config: Config, log: Callable[[str], None] = print) -> dict:
     return {
         "config": asdict(config),
         "environment": {"torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
-                        "python": platform.python_version(), "cpu": cpu_name(),
+                        "python": platform.python_version(), "cpu": provenance.cpu_name(),
                         "threads": torch.get_num_threads()},
+        "provenance": provenance.stamp(),
         "reference_tol": reference_tols, "rows": rows, "hundred_step": hundred,
         "ratios": ratios(rows, hundred),
     }
@@ -532,7 +523,8 @@ def write_outputs(result: dict, out_dir: Path, command: str) -> None:
     (out_dir / "COMMAND.txt").write_text(
         f"{command}\n# run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{result['wall_s']:.0f} s, torch {torch.__version__}, "
-        f"{result['environment']['threads']} thread(s)\n")
+        f"{result['environment']['threads']} thread(s)\n"
+        f"# code: {provenance.describe(result['provenance'])}\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from aca import provenance
 from aca.tasks._results import markdown_table, write_csv
 from aca.train import checkpoint, run
 
@@ -86,13 +87,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     trained = checkpoint.load(args.ckpt)["config"]
     settings = [parse_setting(s) for s in args.solvers] if args.solvers else DEFAULT_SETTINGS
-    rows = []
+    rows, stamps = [], []
     for index, (solver, options) in enumerate(settings):
         cfg = eval_config(args.ckpt, trained, solver, options, args.overrides)
         result = run(cfg, args.runs / f"{index:02d}-{solver}")
         metrics = result["metrics"]
         rows.append([solver, describe(cfg.solver), 100 * metrics["test_acc"], metrics["test_loss"],
                      metrics["test_nfe_per_batch"], metrics["test_time_s"]])
+        stamps.append(provenance.csv_cells(result["provenance"]))
         print(" | ".join(str(cell) for cell in rows[-1]))
     headers = ["test solver", "setting", "test acc (%)", "test loss", "NFE / test batch",
                "test time (s)"]
@@ -104,7 +106,8 @@ def main() -> None:
              f"step_size={trained_solver['step_size']})\n\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "solver_robustness.md").write_text(title + markdown_table(headers, rows))
-    write_csv(args.out / "solver_robustness.csv", headers, rows)
+    write_csv(args.out / "solver_robustness.csv", headers + list(provenance.CSV_FIELDS),
+              [row + stamp for row, stamp in zip(rows, stamps)])
     print(args.out / "solver_robustness.md")
 
 

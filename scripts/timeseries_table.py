@@ -22,6 +22,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from aca import provenance
 from aca.tasks._results import markdown_table, pyplot, write_csv
 from aca.tasks.timeseries import AXIS_LABELS
 from aca.train.config import task_class
@@ -58,6 +59,7 @@ def read_run(run_dir: Path) -> dict:
         "iterations": iterations,
         "train_time_s": result["wall_time_s"],
         "epochs": len(history),
+        "provenance": result.get("provenance"),
         "run_dir": run_dir,
     }
 
@@ -138,7 +140,9 @@ def main() -> None:
                   key=lambda row: (row["model"], row["observed_fraction"],
                                    METHODS.index(row["method"])))
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / "table.csv", COLUMNS, [[row[key] for key in COLUMNS] for row in rows])
+    write_csv(args.out / "table.csv", COLUMNS + provenance.CSV_FIELDS,
+              [[row[key] for key in COLUMNS] + provenance.csv_cells(row["provenance"])
+               for row in rows])
     baseline = mean_baseline_mse(rows[0]["run_dir"])
     sections = [f"Reference: predicting each dimension's training mean everywhere gives test "
                 f"MSE {baseline * 100:.4g} x 1e-2.\n"]

@@ -28,8 +28,16 @@ class LinearField(nn.Module):
         return torch.tanh(self.linear(y))
 
 
+class BlowUp(nn.Module):
+    """dy/dt = y²: from y(0) > 1 the solution blows up before t = 1, so the solve fails."""
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return y**2
+
+
 class DummyRegression(Task):
-    """y = x @ w_true + noise; model: an ODE block on x, then a linear read-out."""
+    """y = x @ w_true + noise; model: an ODE block on x, then dropout (``task.dropout``,
+    so that training draws random numbers) and a linear read-out."""
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
@@ -50,9 +58,10 @@ class DummyRegression(Task):
         return TensorDataset(x[:split], y[:split]), TensorDataset(x[split:], y[split:])
 
     def model(self) -> nn.Module:
-        dim = self.cfg.task.dim
-        return nn.Sequential(aca.ODEBlock(LinearField(dim), **self.ode),
-                             nn.Linear(dim, 1)).to(self.dtype)
+        settings = self.cfg.task
+        field = BlowUp() if settings.blow_up else LinearField(settings.dim)
+        return nn.Sequential(aca.ODEBlock(field, **self.ode), nn.Dropout(settings.dropout),
+                             nn.Linear(settings.dim, 1)).to(self.dtype)
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         crash_after = self.cfg.task.get("crash_after_batches")

@@ -46,7 +46,8 @@ def test_every_method_and_column_is_measured(bench, result):
         assert set(row) == set(bench.COLUMNS)
         assert row["forward_ms"] > 0 and row["fwd_bwd_ms"] >= row["forward_ms"]
         assert row["peak_mib"] > 0 and row["nfe_forward"] > 0
-        assert math.isfinite(row["grad_rel_error"]) and row["grad_rel_error"] < 0.5
+        # float32 at rtol 1e-3: every method within a few percent (measured 0.1-4.5 %)
+        assert math.isfinite(row["grad_rel_error"]) and row["grad_rel_error"] < 0.1
     hundred = result["hundred_step"]
     assert [(r["problem"], r["method"]) for r in hundred] == [
         (p, m) for p in ("mlp", "conv") for m in ("aca", "naive", "torchdiffeq")]

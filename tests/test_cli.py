@@ -150,6 +150,13 @@ def test_bad_input_is_one_line_without_traceback(aca_main, checkpoints, case) ->
     _assert_one_error_line(status, stderr, expected)
 
 
+def test_a_solve_that_fails_at_run_time_is_one_line(aca_main) -> None:
+    """An aca.ODEError raised while training (here a step-size underflow, a RuntimeError and
+    not a ValueError) is the user's problem to fix: one line, exit status 2."""
+    status, _, stderr = aca_main("task=dummy", "task.blow_up=true")
+    _assert_one_error_line(status, stderr, ["step size", "underflowed at t=", "loosen rtol/atol"])
+
+
 def test_bad_input_from_a_real_process(real_runs) -> None:
     _, done = real_runs["unknown solver"]
     _assert_one_error_line(done.returncode, done.stderr, BAD_INPUT["unknown solver"][1])

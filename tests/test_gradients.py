@@ -67,22 +67,37 @@ def test_aca_equals_naive_for_fixed_steps(solver):
 
 
 def test_naive_passes_gradcheck_through_the_adaptive_solver():
-    def solve(y0, rate):
-        return aca.odeint(lambda t, y: -rate * y.sin() + t, y0, [0.0, 0.5, 1.0],
-                          gradient="naive", rtol=1e-4, atol=1e-6)
+    """Central differences of the whole solve: naive must differentiate the steps the
+    controller chose (10 accepted, 2 rejected between 3 output times), not only the
+    stages, so dropping the step size's graph fails here."""
+    def solve(y0, rate, stats=None):
+        return aca.odeint(lambda t, y: -rate * y.sin() + 0.3 * t, y0, [0.0, 0.5, 3.0],
+                          gradient="naive", rtol=1e-5, atol=1e-7, stats=stats)
 
     y0 = torch.tensor([0.3, -1.2], requires_grad=True)
     rate = torch.tensor([0.7, 1.3], requires_grad=True)
-    assert torch.autograd.gradcheck(solve, (y0, rate), eps=1e-7, atol=1e-6)
+    stats = aca.SolveStats()
+    solve(y0.detach(), rate.detach(), stats)
+    assert stats.accepted >= 4 * 2 and stats.rejected > 0  # most steps are the controller's
+    assert torch.autograd.gradcheck(solve, (y0, rate), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 def test_naive_differentiates_the_step_size_search():
-    """Naive's graph includes the controller, so its gradient differs from the
-    fixed-h gradient of ACA by about the local error, not more."""
+    """Naive's graph includes the controller: where the controller picks the steps its
+    gradient differs from ACA's (fixed-h) by about the local error, far above round-off;
+    where every step lands on an output time no step size depends on the inputs, and the
+    two agree to round-off."""
     func, y0 = MLP(), torch.randn(4, 3, requires_grad=True)
-    naive = loss_grads(func, y0, [0.0, 1.0], gradient="naive", rtol=1e-3, atol=1e-5)
-    fixed_h = loss_grads(func, y0, [0.0, 1.0], gradient="aca", rtol=1e-3, atol=1e-5)
-    assert 0 < relative_error(naive, fixed_h) < 1e-2
+    options = {"rtol": 1e-3, "atol": 1e-5}
+    naive = loss_grads(func, y0, [0.0, 1.0], gradient="naive", **options)
+    fixed_h = loss_grads(func, y0, [0.0, 1.0], gradient="aca", **options)
+    assert 1e-9 < relative_error(naive, fixed_h) < 1e-4  # measured 1.0e-6; round-off ~1e-15
+
+    landing, stats = torch.linspace(0.0, 1.0, 21), aca.SolveStats()
+    naive = loss_grads(func, y0, landing, gradient="naive", stats=stats, **options)
+    assert stats.accepted == 20 and stats.rejected == 0  # every step is an output interval
+    fixed_h = loss_grads(func, y0, landing, gradient="aca", **options)
+    assert relative_error(naive, fixed_h) < 1e-12
 
 
 def test_adjoint_agrees_with_torchdiffeq_odeint_adjoint():
@@ -93,6 +108,86 @@ def test_adjoint_agrees_with_torchdiffeq_odeint_adjoint():
     loss = (ys**2).sum() + ys[1:].sin().sum()
     want = torch.autograd.grad(loss, [y0, *func.parameters()])
     assert relative_error(got, want) < 1e-6
+
+
+class DecayingMLP(nn.Module):
+    """An MLP field with a scalar decay rate: a one-element parameter whose adjoint error
+    only a mixed norm (the largest RMS over state, adjoint and each parameter) sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 3))
+        self.rate = nn.Parameter(torch.tensor(0.5))
+        self.calls = 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        return self.net(y) - self.rate * y
+
+
+@pytest.mark.parametrize("tol", [1e-3, 1e-7])
+def test_adjoint_takes_torchdiffeq_odeint_adjoint_s_steps(tol):
+    """Same forward and backward NFE as torchdiffeq's odeint_adjoint: the reverse solve
+    uses the same controller and its mixed error norm (one RMS over all 100 entries of
+    the augmented state lets the one-element rate's error hide, and takes fewer steps)."""
+    nfe = {}
+    for library in ("aca", "torchdiffeq"):
+        func = DecayingMLP()
+        y0 = torch.randn(32, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        t = torch.tensor([0.0, 2.0, 5.0])
+        if library == "aca":
+            ys = aca.odeint(func, y0, t, gradient="adjoint", rtol=tol, atol=tol)
+        else:
+            ys = torchdiffeq.odeint_adjoint(func, y0, t, rtol=tol, atol=tol, method="dopri5",
+                                            options={"step_t": t}, adjoint_options={})
+        forward = func.calls
+        (ys**2).sum().backward()
+        nfe[library] = (forward, func.calls - forward)
+    assert nfe["aca"] == nfe["torchdiffeq"]
+
+
+class Counted(MLP):
+    """The MLP field, counting its evaluations."""
+
+    calls = 0
+
+    def forward(self, t, y):
+        self.calls += 1
+        return super().forward(t, y)
+
+
+@pytest.mark.parametrize("gradient,options", [
+    ("aca", {}), ("aca", {"max_checkpoints": 3}), ("aca", {"create_graph": True}),
+    ("adjoint", {}), ("naive", {}), ("aca", {"solver": "rk4", "step_size": 0.1})])
+def test_statistics_count_every_evaluation_forward_and_backward(gradient, options):
+    """SolveStats are what func saw: forward calls (with the steps taken) and backward
+    calls (ACA's rebuilt steps and recomputed blocks, the adjoint's reverse solve)."""
+    options = dict(options)
+    create_graph = options.pop("create_graph", False)
+    func, y0 = Counted(), torch.randn(4, 3, requires_grad=True)
+    stats = aca.SolveStats()
+    ys = aca.odeint(func, y0, [0.0, 0.5, 3.0], gradient=gradient, rtol=1e-7, atol=1e-9,
+                    stats=stats, **options)
+    assert stats.nfe_forward == func.calls and stats.accepted > 6
+    forward = func.calls
+    torch.autograd.grad(ys.pow(2).sum(), [y0, *func.parameters()], create_graph=create_graph)
+    assert stats.nfe_backward == func.calls - forward
+    assert (stats.nfe_backward > 0) == (gradient != "naive")
+
+
+@pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5", "dopri8"])
+def test_every_gradient_method_takes_the_same_forward_steps(solver):
+    """One controller for all three: naive's differentiable step sizes (tensors) must follow
+    the same accept/reject decisions and step sizes as the float path of aca and adjoint."""
+    y0 = torch.randn(4, 3, requires_grad=True)
+    counts = []
+    for gradient in ("aca", "adjoint", "naive"):
+        stats = aca.SolveStats()
+        aca.odeint(MLP(), y0, [0.0, 0.5, 4.0], solver=solver, gradient=gradient, rtol=1e-6,
+                   atol=1e-8, stats=stats)
+        counts.append((stats.nfe_forward, stats.accepted, stats.rejected))
+    assert counts[0] == counts[1] == counts[2] and counts[0][1] > 4
 
 
 def linear_analytic(z0, a, times, weights):
@@ -181,7 +276,21 @@ def test_second_order_gradients_through_aca(solver, step_size):
     if step_size is not None:
         assert relative_error(got, penalty_grads("naive")) < 1e-10
     else:
-        assert relative_error(got, penalty_grads("naive")) < 1e-2
+        checkpoints, tableau = Checkpoints(), SOLVERS[solver]
+        with torch.no_grad():
+            integrate(func, y0, [0.0, 1.0], tableau, StepController(1e-6, 1e-8, tableau.order),
+                      None, 10**4, checkpoints=checkpoints)
+        assert len(checkpoints.times) >= 4  # steps the controller chose
+
+        def through_the_steps(y0, params):  # autograd through the accepted steps
+            ys = reference_rk(func, y0, checkpoints.times, checkpoints.steps,
+                              set(checkpoints.segment_ends), tableau)
+            loss = (ys**2).sum() + ys[1:].sin().sum()
+            return torch.autograd.grad(loss, [y0, *params], create_graph=True)
+
+        grads = through_the_steps(y0, params)
+        want = torch.autograd.grad(sum((g**2).sum() for g in grads[1:]), [y0, *params])
+        assert relative_error(got, want) < 1e-10  # measured ~1e-15
     assert all(g.abs().sum() > 0 for g in got)
 
 

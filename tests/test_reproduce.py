@@ -14,9 +14,13 @@ from aca import reproduce
 SCRIPT = reproduce.REPO_ROOT / "scripts" / "reproduce.py"
 
 
-def write_json(path: Path, payload: object) -> None:
+CURRENT = {"commit": "c" * 40, "dirty": False, "code": reproduce.current_code() or "none"}
+
+
+def write_json(path: Path, payload: dict, stamp: dict | None = CURRENT) -> None:
+    """A record, stamped as made by the current code unless ``stamp`` says otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload))
+    path.write_text(json.dumps(payload if stamp is None else {**payload, "provenance": stamp}))
 
 
 def toy_row(method: str, error: float) -> dict:
@@ -29,7 +33,7 @@ def toy_row(method: str, error: float) -> dict:
 def records(tmp_path: Path) -> Path:
     """A results folder with a full toy record, a toy decay record missing 'naive' (partial),
     a digits methods run lacking its test accuracy (partial), two digits seed runs, and
-    nothing else (missing)."""
+    nothing else (missing). All are stamped with the current code."""
     root = tmp_path / "results"
     write_json(root / "toy/toy.json", {"alpha": 0.2, "at_T_report": [
         toy_row("aca", 0.125), toy_row("adjoint", 0.25), toy_row("naive", 0.5)]})
@@ -86,6 +90,92 @@ def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) ->
     latex = (records / "paper_tables.tex").read_text()
     assert latex.count(r"\begin{tabular}") == tables.count("\n### ")
     assert r"$\approx$0.48" in latex and "NODE-18 (adjoint) & missing" in latex
+
+
+needs_checkout = pytest.mark.skipif(reproduce.current_code() is None,
+                                    reason="needs the git checkout aca is imported from")
+
+
+@needs_checkout
+def test_render_marks_the_cells_of_stale_records(records: Path) -> None:
+    write_json(records / "toy/decay/toy.json", {"alpha": -0.2, "at_T_report": [
+        toy_row("aca", 0.125)]}, stamp={**CURRENT, "code": "0" * 40})
+    write_json(records / "digits/runs/methods/node18-adjoint/result.json",
+               {"final": {"test_acc": 0.5}, "wall_time_s": 20.0}, stamp=None)
+    reproduce.render(records)
+    tables = (records / "paper_tables.md").read_text()
+    toy = table_rows(tables, "Toy")
+    assert toy[0][6:10] == ["0.125", "1.25", "32", "30"]  # current: unmarked
+    assert toy[3][:1] + toy[3][6:10] == ["-0.2", "0.125 †", "1.25 †", "32 †", "30 †"]
+    assert toy[3][1:6] == ["19.5", "dopri5", "0.001", "1.000e-06", "aca"]  # settings: unmarked
+    assert toy[4][6] == "missing"
+    digits = table_rows(tables, "Digits (8x8): NODE-18 trained")
+    assert digits[0][2:4] == ["97.5", "12.5"] and digits[1][2:4] == ["50 †", "20 †"]
+    assert tables.count(reproduce.STALE_NOTE) == 2  # under the toy and digits tables only
+    assert r"0.125 \dag{}" in (records / "paper_tables.tex").read_text()
+    readme = (records / "README.md").read_text()
+    assert "## Stale records" in readme
+    assert "- 1 record(s) of `toy`: `python scripts/reproduce.py run toy`" in readme
+
+
+@needs_checkout
+def test_check_lists_stale_and_unstamped_records(records: Path, capsys) -> None:
+    old = {**CURRENT, "commit": "0" * 40, "code": "0" * 40}
+    write_json(records / "toy/decay/toy.json", {"alpha": -0.2}, stamp=old)
+    write_json(records / "three_body/paper/runs/physics_aca.json", {"m1": 1.1}, stamp=None)
+    write_json(records / "bench/bench.json", {"rows": []}, stamp={**CURRENT, "code": "unknown"})
+    table = records / "sines" / "table.csv"
+    table.parent.mkdir(parents=True)
+    code = CURRENT["code"]
+    table.write_text(f"model,test_mse,commit,dirty,code\nlatent_ode,0.1,c,False,{code}\n"
+                     f"ode_rnn,0.2,c,True,{'1' * 40}\n")
+    (records / "toy/toy_error_vs_T.csv").write_text("T\n1\n")  # a companion, not a record
+    assert reproduce.check(records) == 0
+    out = capsys.readouterr().out.splitlines()
+    stale = sorted(line for line in out if line.startswith("stale"))
+    assert stale == [
+        f"stale  {records}/bench/bench.json: made outside a git checkout: its code is unknown",
+        f"stale  {records}/sines/table.csv: made by c+changes, code 1111111111 (1 of 2 rows)",
+        f"stale  {records}/three_body/paper/runs/physics_aca.json: no provenance stamp (made "
+        "before stamps existed)",
+        f"stale  {records}/toy/decay/toy.json: made by 0000000000, code 0000000000"]
+    assert f"4 of 10 records under {records} are stale, rerun them with the current code:" in out
+    assert out[-4:] == ["  python scripts/reproduce.py run toy",
+                        "  python scripts/reproduce.py run sines",
+                        "  python scripts/reproduce.py run three_body --scale paper",
+                        "  python scripts/reproduce.py run bench"]
+    assert reproduce.check(records, strict=True) == 1
+    for path in records.rglob("*.json"):
+        write_json(path, json.loads(path.read_text()) | {"provenance": CURRENT})
+    table.write_text(f"model,test_mse,commit,dirty,code\nlatent_ode,0.1,c,False,{code}\n")
+    assert reproduce.check(records, strict=True) == 0
+    assert "0 of 10 records" in capsys.readouterr().out
+
+
+def test_every_committed_record_is_declared_by_a_target() -> None:
+    """check and the drift test only see the records a target declares: every JSON file
+    under results/ is one (tables and figures are rendered from them)."""
+    root = reproduce.REPO_ROOT / "results"
+    declared = {path for _, path in reproduce.find_records(root)}
+    undeclared = [str(path.relative_to(root)) for path in root.rglob("*.json")
+                  if ".hydra" not in path.parts and path not in declared]
+    assert not undeclared
+    assert any(path.suffix == ".csv" for path in declared)
+
+
+def test_differences_compare_numbers_to_a_relative_tolerance() -> None:
+    committed = {"rows": [{"err": 1.0, "nfe": 52, "time_s": 0.1, "solver": "dopri5"}],
+                 "provenance": {"code": "a"}, "inf": float("inf"), "text": "1e-3"}
+    same = {"rows": [{"err": 1.0 + 5e-7, "nfe": 52, "time_s": 9.0, "solver": "dopri5"}],
+            "provenance": {"code": "b"}, "inf": float("inf"), "text": "0.001"}
+    assert reproduce.differences(committed, same, 1e-6) == []
+    changed = {"rows": [{"err": 1.0 + 2e-6, "nfe": 53, "time_s": 0.1, "solver": "bosh3"}],
+               "inf": 1.0, "text": "1e-3", "new": 1}
+    assert reproduce.differences(committed, changed, 1e-6, "f") == [
+        "f.rows[0].err: committed 1.0, now 1.000002", "f.rows[0].nfe: committed 52, now 53",
+        "f.rows[0].solver: committed 'dopri5', now 'bosh3'", "f.inf: committed inf, now 1.0",
+        "f.new: only in the new record"]
+    assert reproduce.differences([1, 2], [1], 1e-6, "f") == ["f: 2 entries committed, 1 now"]
 
 
 def test_render_of_an_unreadable_record_names_it(records: Path) -> None:

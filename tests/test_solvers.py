@@ -83,6 +83,81 @@ def test_agrees_with_torchdiffeq(ours, theirs):
     assert (mine[-1] - exact[-1]).abs().max() < 10 * scale
 
 
+class VanDerPolRecorder(torch.nn.Module):
+    """Van der Pol with mu = 2 (steps from 0.01 to 0.3, some rejected), recording the
+    steps torchdiffeq accepts through its callback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accepted: list[tuple[float, float]] = []
+        self.rejected = 0
+
+    def forward(self, t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack((v, 2.0 * (1 - x**2) * v - x), dim=-1)
+
+    def callback_accept_step(self, t0, y0, dt):
+        self.accepted.append((t0.item(), dt.item()))
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.rejected += 1
+
+
+@pytest.mark.parametrize("ours,theirs,tol", [("dopri5", "dopri5", 1e-6), ("bosh3", "bosh3", 1e-5)])
+def test_accepted_steps_equal_torchdiffeq_s(ours, theirs, tol):
+    """The controller reproduces torchdiffeq's step for step: same accepted and rejected
+    counts, each step size equal up to round-off in the error estimate (measured 1e-10).
+    Safety factor, growth limits and no-shrink-after-accept all show up here."""
+    from aca.solvers import Checkpoints, StepController, integrate
+
+    y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0, 6.0], dtype=torch.float64)
+    func = VanDerPolRecorder()
+    with torch.no_grad():  # step_t: torchdiffeq lands on the output times, as we do
+        torchdiffeq.odeint(func, y0, t, method=theirs, rtol=tol, atol=tol,
+                           options={"step_t": t})
+    checkpoints, tableau = Checkpoints(), SOLVERS[ours]
+    _, counts = integrate(func, y0, t.tolist(), tableau, StepController(tol, tol, tableau.order),
+                          None, 10**5, checkpoints=checkpoints)
+    assert counts.accepted == len(func.accepted) > 40
+    assert counts.rejected == func.rejected > 5
+    assert checkpoints.times == pytest.approx([t0 for t0, _ in func.accepted], rel=1e-9)
+    assert checkpoints.steps == pytest.approx([dt for _, dt in func.accepted], rel=1e-9)
+
+
+def test_controller_options_of_odeint_reach_the_controller():
+    """safety, ifactor and dfactor given to odeint take torchdiffeq's steps with the same
+    options (and other steps than the defaults)."""
+    y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
+    t = torch.tensor([0.0, 2.0, 6.0], dtype=torch.float64)
+    options = {"safety": 0.8, "ifactor": 4.0, "dfactor": 0.3}
+    func = VanDerPolRecorder()
+    with torch.no_grad():
+        torchdiffeq.odeint(func, y0, t, method="dopri5", rtol=1e-6, atol=1e-6,
+                           options={"step_t": t, **options})
+    tuned, default = aca.SolveStats(), aca.SolveStats()
+    aca.odeint(func, y0, t, rtol=1e-6, atol=1e-6, stats=tuned, **options)
+    aca.odeint(func, y0, t, rtol=1e-6, atol=1e-6, stats=default)
+    assert (tuned.accepted, tuned.rejected) == (len(func.accepted), func.rejected)
+    assert (tuned.accepted, tuned.rejected) != (default.accepted, default.rejected)
+
+
+def test_pi_controller_follows_hairer_s_formula():
+    """DOPRI5 (Hairer, Nørsett & Wanner): fac = err^(1/5 - 0.75 beta) / err_prev^beta,
+    h_new = h * safety / fac, limited to [dfactor, ifactor] (and >= 1 after an accepted step)."""
+    from aca.solvers import StepController
+
+    beta, previous, ratio = 0.04, 0.5, 0.2
+    controller = StepController(1e-6, 1e-6, order=5, pi_beta=beta)
+    controller.accepted(previous)
+    want = 0.9 / (ratio ** (0.2 - 0.75 * beta) / previous**beta)
+    assert controller.factor(ratio) == pytest.approx(want, rel=1e-14) and want > 1
+    tensor = controller.factor_tensor(torch.tensor(ratio, dtype=torch.float64))
+    assert tensor.item() == pytest.approx(want, rel=1e-14)
+    assert controller.factor(3.0) == pytest.approx(max(0.2, 0.9 / (3.0 ** (0.2 - 0.03)
+                                                                   / previous**beta)), rel=1e-14)
+
+
 @pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5", "dopri8"])
 def test_initial_step_matches_torchdiffeq(solver):
     from torchdiffeq._impl.misc import _rms_norm, _select_initial_step

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 
 import pytest
 import torch
 from conftest import compose_config
 
-from aca.tasks.toy import ToyGradient, exact_gradients, measure_gradient
+from aca.tasks.toy import ToyGradient, exact_gradients, measure_gradient, ordering_sentence
 from aca.train import run
 
 
@@ -45,7 +46,11 @@ def test_analysis_writes_tables_and_figures(tmp_path) -> None:
                          "task.solvers=[bosh3,dopri5]", "task.tolerances=[1e-3,1e-6]",
                          f"task.results_dir={results}")
     result = run(cfg, tmp_path / "run")["result"]
-    assert "the paper's aca < adjoint < naive" in result["ordering"]
+    rows = json.loads((results / "toy.json").read_text())["at_T_report"]
+    assert result["ordering"] == ordering_sentence(rows, 19.5)
+    for key in ("abs_err_z0", "abs_err_alpha"):  # the sentence names the measured ordering
+        ours = " < ".join(row["method"] for row in sorted(rows, key=lambda row: row[key]))
+        assert f"is {ours}, which" in result["ordering"]
     for directory in (tmp_path / "run", results):
         for name in ("toy.md", "toy_error_vs_T.png", "toy_error_vs_tol.png", "toy.json"):
             assert (directory / name).is_file()
@@ -55,6 +60,21 @@ def test_analysis_writes_tables_and_figures(tmp_path) -> None:
     assert all(math.isfinite(float(row["rel_err_z0"])) for row in rows)
     with (results / "toy_error_vs_T.csv").open() as handle:
         assert {float(row["T"]) for row in csv.DictReader(handle)} == {10.0, 15.0, 19.5, 20.0}
+
+
+def test_ordering_sentence_says_whether_the_paper_s_ordering_holds() -> None:
+    def rows(z0_errors: list[float], alpha_errors: list[float]) -> list[dict]:
+        return [{"method": method, "abs_err_z0": z0, "abs_err_alpha": alpha}
+                for method, z0, alpha in zip(("aca", "adjoint", "naive"), z0_errors,
+                                             alpha_errors)]
+
+    matching = ordering_sentence(rows([0.1, 0.2, 0.3], [1.0, 2.0, 3.0]), 19.5)
+    assert matching.count("is aca < adjoint < naive, which matches the paper's") == 2
+    assert "does not match" not in matching
+    mixed = ordering_sentence(rows([0.3, 0.2, 0.1], [1.0, 2.0, 3.0]), 19.5)
+    assert ("for dL/dz0 our ordering at T=19.5 is naive < adjoint < aca, which does not match "
+            "the paper's aca < adjoint < naive") in mixed
+    assert "for dL/dalpha our ordering at T=19.5 is aca < adjoint < naive, which matches" in mixed
 
 
 def test_unknown_method_in_the_comparison_is_named() -> None:

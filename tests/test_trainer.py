@@ -13,10 +13,13 @@ import torch
 from dummy_task import SimulatedCrash
 from omegaconf import OmegaConf
 
-from aca.train import ConfigError, run
+from aca import provenance
+from aca.train import ConfigError, distributed, run
 from aca.train.checkpoint import load
+from aca.train.config import task_class
 from aca.train.loggers import format_table, wandb_mode
 from aca.train.optim import lr_factor
+from aca.train.trainer import Trainer
 
 FLOAT64_RK4 = ("task.dtype=float64", "solver=rk4", "solver.step_size=0.25")
 
@@ -34,6 +37,7 @@ def test_smoke_run_trains_and_writes_the_run_records(dummy_config, tmp_path, met
     assert saved["method"] == method and saved["final"]["epoch"] == 3
     assert saved["final"]["test_mse"] == pytest.approx(float(history[-1]["test_mse"]))
     assert saved["report"] == {"parameters": 25} and saved["command"]
+    assert saved["provenance"] == provenance.stamp()  # which code made the record
     assert saved["best"]["test_mse"] == min(float(row["test_mse"]) for row in history)
     assert result["nfe_total"] == sum(int(row["nfe"]) for row in history)
     assert OmegaConf.load(tmp_path / "config.yaml").method.name == method
@@ -49,8 +53,12 @@ def test_training_is_gradient_method_agnostic(dummy_config, tmp_path) -> None:
 
 
 def test_interrupted_run_resumes_to_the_same_result(dummy_config, tmp_path) -> None:
-    epochs = ("task.epochs=4",)
+    """Dropout draws random numbers in every training batch: the resumed run must restore
+    the RNG state of the checkpoint to train on the same masks."""
+    epochs = ("task.epochs=4", "task.dropout=0.5")
     uninterrupted = run(dummy_config(*epochs), tmp_path / "whole")
+    no_dropout = run(dummy_config("task.epochs=4"), tmp_path / "no_dropout")
+    assert uninterrupted["final"]["train_loss"] != no_dropout["final"]["train_loss"]
     with pytest.raises(SimulatedCrash):  # 4 batches per epoch: dies inside epoch 2
         run(dummy_config(*epochs, "task.crash_after_batches=6"), tmp_path / "split")
     assert load(tmp_path / "split" / "last.pt")["epoch"] == 1
@@ -59,12 +67,52 @@ def test_interrupted_run_resumes_to_the_same_result(dummy_config, tmp_path) -> N
         assert resumed["final"][key] == uninterrupted["final"][key]
     rows = list(csv.DictReader(open(tmp_path / "split" / "metrics.csv")))
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
-    continued = run(dummy_config("task.epochs=5", f"ckpt={tmp_path / 'split' / 'last.pt'}"),
+    continued = run(dummy_config("task.epochs=5", "task.dropout=0.5",
+                                 f"ckpt={tmp_path / 'split' / 'last.pt'}"),
                     tmp_path / "continued")  # a new run dir, started from the old run's state
     continued_rows = list(csv.DictReader(open(tmp_path / "continued" / "metrics.csv")))
     assert continued["final"]["epoch"] == 5 and continued_rows[:4] == rows
     restart = run(dummy_config("trainer.resume=false", "task.epochs=1"), tmp_path / "split")
     assert restart["final"]["epoch"] == 1  # resume=false starts over
+
+
+def test_each_epoch_shuffles_the_training_set_anew(dummy_config, tmp_path) -> None:
+    """Every epoch sees every example once, in an order that changes from epoch to epoch
+    and depends only on (seed, epoch), so a resumed run sees the same batches."""
+    cfg = dummy_config()
+    trainer = Trainer(cfg, task_class(cfg)(cfg), tmp_path, distributed.setup(False, "cpu"))
+    orders = [[index for batch in trainer._train_batches(epoch) for index in batch]
+              for epoch in range(3)]
+    assert all(sorted(order) == list(range(cfg.task.train_size)) for order in orders)
+    assert orders[0] != orders[1] != orders[2] != orders[0]
+    again = Trainer(cfg, task_class(cfg)(cfg), tmp_path, distributed.setup(False, "cpu"))
+    assert [i for batch in again._train_batches(1) for i in batch] == orders[1]
+
+
+def test_gradient_clipping_bounds_each_update(dummy_config, tmp_path) -> None:
+    """With SGD (which, unlike Adam, follows the gradient's length) and a clipping norm of
+    1e-9 the weights move by at most lr * 1e-9 per step: the loss stays where it began."""
+    sgd = ("task.optimizer.name=sgd", "task.optimizer.momentum=0.0", "task.optimizer.lr=0.1")
+    free = run(dummy_config(*sgd), tmp_path / "free")["final"]["train_loss"]
+    clipped = run(dummy_config(*sgd, "trainer.grad_clip=1e-9"), tmp_path / "clipped")
+    first = float(next(csv.DictReader(open(tmp_path / "clipped" / "metrics.csv")))["train_loss"])
+    assert clipped["final"]["train_loss"] == pytest.approx(first, rel=1e-6)
+    assert free < 0.9 * first
+
+
+def test_test_metrics_are_means_over_examples(dummy_config, tmp_path) -> None:
+    """Batches of 16, 16 and 8 test examples: each batch's metric weighs by its size, so
+    the result equals the metric of the whole test set at once (a fixed grid makes each
+    example's output independent of its batch)."""
+    cfg = dummy_config(*FLOAT64_RK4, "task.test_size=40", "task.epochs=1")
+    result = run(cfg, tmp_path)
+    task = task_class(cfg)(cfg)
+    model = task.model()
+    model.load_state_dict(load(tmp_path / "last.pt")["model"])
+    model.eval()
+    _, test = task.datasets()
+    assert result["final"]["test_mse"] == pytest.approx(task.evaluate(model, test[:])["mse"],
+                                                        rel=1e-12)
 
 
 def test_eval_mode_swaps_the_solver_of_a_trained_checkpoint(dummy_config, tmp_path) -> None:

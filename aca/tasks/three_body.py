@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import aca
+from aca import provenance
 from aca.tasks._results import (
     check_names,
     history_totals,
@@ -177,7 +178,7 @@ class ThreeBody(Task):
         name = f"{record['model']}_{record['method']}"
         out_dir = Path(out_dir)
         plot_trajectories({name: curves}, float(task.T_train), out_dir / f"three_body_{name}.png")
-        saved = {**record, "curves": curves}
+        saved = {**record, "curves": curves, "provenance": provenance.stamp()}
         write_json(out_dir / f"three_body_{name}.json", saved)
         if task.get("results_dir"):
             publish(out_dir, task.results_dir, [f"three_body_{name}.png"])

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import aca
+from aca import provenance
 from aca.tasks._results import (
     check_names,
     markdown_table,
@@ -158,7 +159,8 @@ class ToyGradient(Task):
         (out_dir / "toy.md").write_text(summary_md)
         write_json(out_dir / "toy.json", {"selected_method": self.cfg.method.name, "alpha": alpha,
                                           "z0": z0, "T_report": T_report,
-                                          "at_T_report": report_rows})
+                                          "at_T_report": report_rows,
+                                          "provenance": provenance.stamp()})
         self._plot_error_vs_T(t_rows, methods, out_dir / "toy_error_vs_T.png", alpha, z0)
         self._plot_error_vs_tol(tol_rows, methods, solvers, out_dir / "toy_error_vs_tol.png",
                                 T_report)

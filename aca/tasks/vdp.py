@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import aca
+from aca import provenance
 from aca.tasks._results import (
     check_names,
     history_totals,
@@ -148,7 +149,8 @@ class VanDerPolReconstruction(Task):
                                                              for row in rows])
         (out_dir / "vdp_reconstruction.md").write_text(summary)
         write_json(out_dir / "vdp_reconstruction.json", {"mu": mu, "T": T, "y0": y0.tolist(),
-                                                         "rows": rows})
+                                                         "rows": rows,
+                                                         "provenance": provenance.stamp()})
         self._plot_trajectories(figure_runs, reference, figure_times,
                                 out_dir / "vdp_reconstruction.png", mu, self.ode["solver"])
         self._plot_errors(rows, solvers, methods, out_dir / "vdp_reconstruction_errors.png")
@@ -292,10 +294,11 @@ class VanDerPolLearning(Task):
         name = f"{record['method']}_{record['solver']}_rtol{record['rtol']:g}"
         out_dir = Path(out_dir)
         self._plot_fit(model, out_dir / f"vdp_fit_{name}.png")
-        write_json(out_dir / f"vdp_{name}.json", record)
+        saved = {**record, "provenance": provenance.stamp()}
+        write_json(out_dir / f"vdp_{name}.json", saved)
         if task.get("results_dir"):
             publish(out_dir, task.results_dir, [f"vdp_fit_{name}.png"])
-            write_json(Path(task.results_dir) / "runs" / f"{name}.json", record)
+            write_json(Path(task.results_dir) / "runs" / f"{name}.json", saved)
             write_learning_summary(Path(task.results_dir))
         return record
 

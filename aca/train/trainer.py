@@ -24,6 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from tqdm import tqdm
 
 import aca
+from aca import provenance
 from aca.tasks.base import Task, ode_options, show_progress
 from aca.train import checkpoint, distributed
 from aca.train.config import ConfigError, check_config, check_ode_options, task_class
@@ -89,10 +90,10 @@ def command_line() -> str:
 
 
 def run_summary(cfg: DictConfig) -> dict[str, Any]:
-    """What a result.json says about how it was made."""
+    """What a result.json says about how it was made, and by which code (the stamp)."""
     return {"task": cfg.task.name, "method": cfg.method.name,
             "solver": OmegaConf.to_container(cfg.solver, resolve=True), "seed": cfg.seed,
-            "mode": cfg.mode, "command": command_line()}
+            "mode": cfg.mode, "command": command_line(), "provenance": provenance.stamp()}
 
 
 class Trainer:
@@ -353,6 +354,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one config (train, eval or a non-trainable task's analysis) writing into
     ``out_dir``: config.yaml (resolved), metrics.csv, result.json, checkpoints. Under
     torchrun it runs data-parallel and only rank 0 writes. Returns the result."""
+    provenance.stamp()  # taken now, as the code was loaded, for every record of this process
     cls = task_class(cfg)
     check_config(cfg, trainable=cls.trainable)
     check_ode_options(ode_options(cfg))

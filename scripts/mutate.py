@@ -1,0 +1,255 @@
+"""Mutation testing: would the tests notice a plausible bug?
+
+    python scripts/mutate.py [NAME ...] [--list] [--fast] [--timeout S]
+
+Each mutation below is one small, named edit of the library (a bug someone could
+plausibly make). The script copies the working tree (git's tracked and untracked,
+not ignored, files) to a temporary folder, checks the tests it uses pass there, then
+applies each mutation alone, runs the tests that should notice it and reports it
+``killed`` (naming the tests that failed) or ``SURVIVED``, with the score
+killed / (killed + survived). A mutation whose ``old`` text is not found exactly once
+in its file is an ``ERROR`` (the code moved: re-anchor it on the new code), never
+skipped. Exit status 0 only when every mutation is killed.
+
+Anchor each edit on a small, stable snippet; when a refactor moves the code, move the
+mutation with it rather than deleting it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORE_TESTS = ("tests/test_gradients.py", "tests/test_solvers.py")
+TRAINER_TESTS = ("tests/test_trainer.py",)
+CLI_TESTS = ("tests/test_cli.py",)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace ``old`` (which must occur exactly once in ``path``) by ``new``."""
+
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    bug: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]
+
+
+def mutation(name: str, bug: str, *edits: tuple[str, str, str],
+             tests: tuple[str, ...] = CORE_TESTS) -> Mutation:
+    return Mutation(name, bug, tuple(Edit(*edit) for edit in edits), tests)
+
+
+CONTROL, INTEGRATE = "aca/solvers/control.py", "aca/solvers/integrate.py"
+STEP, ODEINT = "aca/solvers/step.py", "aca/odeint.py"
+ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gradients/base.py"
+TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
+
+MUTATIONS = [
+    # the seven of issue 19
+    mutation("naive-step-size-detached", "naive: the step-size growth factor leaves the graph",
+             (INTEGRATE, "h = h_try * controller.factor_tensor(ratio)",
+              "h = h_try * controller.factor_tensor(ratio).detach()")),
+    mutation("safety-0.85", "the controller's safety factor 0.9 -> 0.85 (both defaults)",
+             (CONTROL, "safety: float = 0.9", "safety: float = 0.85"),
+             (ODEINT, "safety: float = 0.9,", "safety: float = 0.85,")),
+    mutation("shrink-after-accept", "the step may shrink after an accepted step",
+             (CONTROL, "low = 1.0 if ratio <= 1.0 else self.dfactor", "low = self.dfactor"),
+             (CONTROL, "low = torch.where(ratio <= 1.0, 1.0, self.dfactor)",
+              "low = torch.full_like(ratio, self.dfactor)")),
+    mutation("adjoint-rms-norm", "the adjoint's mixed error norm replaced by one RMS norm",
+             (ADJOINT, "norm = _mixed_norm(sizes)", "norm = rms_norm")),
+    mutation("resume-without-rng", "resume does not restore the RNG state",
+             (TRAINER, '        checkpoint.set_rng_state(state["rng"])\n', ""),
+             tests=TRAINER_TESTS),
+    mutation("no-set-epoch", "the sampler shuffles every epoch the same way",
+             (TRAINER, "        sampler.set_epoch(epoch)\n", ""), tests=TRAINER_TESTS),
+    mutation("cli-drops-odeerror", "aca.ODEError left out of the CLI's one-line errors",
+             (CLI, "ConfigError, aca.ODEError, FileNotFoundError,",
+              "ConfigError, FileNotFoundError,"),
+             tests=CLI_TESTS),
+    # core
+    mutation("initial-step-exponent", "Hairer's initial step with exponent 1/(order+1)",
+             (CONTROL, "** (1.0 / self.order)  # Hairer", "** (1.0 / (self.order + 1))  # Hairer")),
+    mutation("ifactor-5", "the controller's largest growth 10 -> 5 (both defaults)",
+             (CONTROL, "ifactor: float = 10.0", "ifactor: float = 5.0"),
+             (ODEINT, "ifactor: float = 10.0,", "ifactor: float = 5.0,")),
+    mutation("error-scale-y0-only", "the error scale ignores the new state y1",
+             (CONTROL, "torch.maximum(y0.abs(), y1.abs())", "y0.abs()")),
+    mutation("stage-time", "every stage evaluated at the end of the step",
+             (STEP, "func(t + tableau.c[i] * h, stage)", "func(t + h, stage)")),
+    mutation("aca-drops-intermediate-outputs", "aca: losses on intermediate outputs ignored",
+             (ACA, "adjoint = adjoint + grad_ys[outputs_at[i + 1]]", "adjoint = adjoint")),
+    mutation("aca-drops-y0-output", "aca: the loss on ys[0] does not reach y0",
+             (ACA, "adjoint = adjoint + grad_ys[0]", "adjoint = adjoint")),
+    mutation("adjoint-param-sign", "adjoint: parameter gradients with the wrong sign",
+             (ADJOINT, "g.reshape(-1).to(z.dtype).neg()", "g.reshape(-1).to(z.dtype)")),
+    mutation("adjoint-drops-intermediate-outputs",
+             "adjoint: losses on intermediate outputs ignored",
+             (ADJOINT, "z[n:2 * n].view(shape) + grad_ys[k - 1]", "z[n:2 * n].view(shape)")),
+    mutation("controller-options-dropped", "odeint's safety/ifactor/dfactor/pi_beta ignored",
+             (BASE, "**self.controller_options)", ")")),
+    mutation("pi-exponent-sign", "the PI controller's exponent 1/order + 0.75 beta",
+             (CONTROL, "1.0 / self.order - 0.75 * self.pi_beta",
+              "1.0 / self.order + 0.75 * self.pi_beta")),
+    mutation("naive-controller-differs", "naive's tensor controller grows 2x after a success",
+             (CONTROL, "low = torch.where(ratio <= 1.0, 1.0, self.dfactor)",
+              "low = torch.where(ratio <= 1.0, 2.0, self.dfactor)")),
+    mutation("aca-recompute-uncounted", "aca: recomputed blocks missing from the backward NFE",
+             (ACA, "nfe += used + recompute_nfe", "nfe += used")),
+    mutation("buffers-not-restored", "backward moves batch-norm running statistics",
+             (BASE, "                buffer.copy_(copy)\n", "                pass\n")),
+    # trainer
+    mutation("no-epoch-schedule", "the learning-rate schedule never steps",
+             (TRAINER, "            if not self.step_scheduler_per_batch:\n"
+                       "                self.scheduler.step()\n", ""), tests=TRAINER_TESTS),
+    mutation("best-is-worst", "best.pt keeps the worst monitored value",
+             (TRAINER, "(value < self.best if", "(value > self.best if"), tests=TRAINER_TESTS),
+    mutation("resume-without-optimizer", "resume does not restore the optimizer state",
+             (TRAINER, '        self.optimizer.load_state_dict(state["optimizer"])\n', ""),
+             tests=TRAINER_TESTS),
+    mutation("grad-clip-ignored", "trainer.grad_clip does nothing",
+             (TRAINER, "torch.nn.utils.clip_grad_norm_(self.model.parameters(), "
+                       "self.settings.grad_clip)", "pass"), tests=TRAINER_TESTS),
+    mutation("test-metrics-unweighted", "test metrics averaged without batch-size weights",
+             (TRAINER, "sums[key] = sums.get(key, 0.0) + float(value) * count\n"
+                       '                sums["count"] += count',
+              "sums[key] = sums.get(key, 0.0) + float(value)\n"
+              '                sums["count"] += count'), tests=TRAINER_TESTS),
+]
+
+
+def copy_tree(destination: Path) -> None:
+    """The working tree as git sees it (tracked and untracked files, not ignored ones)."""
+    listed = subprocess.run(["git", "-C", str(REPO_ROOT), "ls-files", "-z", "--cached",
+                             "--others", "--exclude-standard"], capture_output=True, text=True,
+                            check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        source, target = REPO_ROOT / name, destination / name
+        if not os.path.lexists(source):
+            continue  # deleted, not yet committed
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            os.symlink(os.readlink(source), target)
+        else:
+            shutil.copy2(source, target)
+
+
+def anchor_errors(mutation_: Mutation, tree: Path) -> list[str]:
+    """Why the mutation cannot be applied to ``tree`` (empty: it can)."""
+    errors = []
+    for edit in mutation_.edits:
+        path = tree / edit.path
+        count = path.read_text().count(edit.old) if path.is_file() else 0
+        if count != 1:
+            where = "not found" if count == 0 else f"found {count} times"
+            errors.append(f"{edit.path}: {edit.old.strip()!r} {where}; re-anchor this mutation")
+    return errors
+
+
+def run_tests(tree: Path, tests: tuple[str, ...], fast: bool,
+              timeout: float) -> tuple[int, list[str]]:
+    """pytest in ``tree`` (its own aca first on the path, no stale bytecode): exit status and
+    the failing tests (-1: timed out)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1",
+           "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+               *(["-x"] if fast else []), *tests]
+    try:
+        done = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, []
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", done.stdout, flags=re.MULTILINE)
+    return done.returncode, [name.split(" - ")[0] for name in failed]
+
+
+def short_test(name: str) -> str:
+    return name.removeprefix("tests/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--fast", action="store_true",
+                        help="stop each run at its first failing test (names one killer)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per test run")
+    args = parser.parse_args(argv)
+    known = {m.name: m for m in MUTATIONS}
+    unknown = [name for name in args.names if name not in known]
+    if unknown:
+        parser.error(f"unknown mutation {unknown[0]!r}; choose from: {', '.join(known)}")
+    chosen = [known[name] for name in args.names] or MUTATIONS
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:36s} {m.bug}  [{', '.join(map(short_test, m.tests))}]")
+        return 0
+    results: list[tuple[Mutation, str, str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="aca-mutate-") as folder:
+        tree = Path(folder)
+        copy_tree(tree)
+        baseline = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        status, failed = run_tests(tree, baseline, False, args.timeout)
+        if status != 0:
+            print(f"error: the unmutated tests fail ({', '.join(failed) or f'status {status}'});"
+                  " fix them first", file=sys.stderr)
+            return 2
+        for m in chosen:
+            errors = anchor_errors(m, tree)
+            if errors:
+                results.append((m, "ERROR", "; ".join(errors), 0.0))
+                print(f"ERROR     {m.name}: {'; '.join(errors)}", flush=True)
+                continue
+            originals = {edit.path: (tree / edit.path).read_text() for edit in m.edits}
+            for edit in m.edits:
+                path = tree / edit.path
+                path.write_text(path.read_text().replace(edit.old, edit.new))
+            began = time.perf_counter()
+            try:
+                status, failed = run_tests(tree, m.tests, args.fast, args.timeout)
+            finally:
+                for name, text in originals.items():
+                    (tree / name).write_text(text)
+            seconds = time.perf_counter() - began
+            if status == 0:
+                verdict, detail = "SURVIVED", f"no test in {', '.join(map(short_test, m.tests))}"
+            elif status == -1:
+                verdict, detail = "killed", f"timed out after {args.timeout:g} s"
+            elif status == 1 and failed:
+                more = f" (+{len(failed) - 3} more)" if len(failed) > 3 else ""
+                verdict, detail = "killed", ", ".join(map(short_test, failed[:3])) + more
+            else:
+                verdict, detail = "ERROR", f"pytest exit status {status} (not a test failure)"
+            results.append((m, verdict, detail, seconds))
+            print(f"{verdict:9s} {m.name} ({seconds:.0f} s): {detail}", flush=True)
+    killed = sum(verdict == "killed" for _, verdict, _, _ in results)
+    survived = sum(verdict == "SURVIVED" for _, verdict, _, _ in results)
+    errors = len(results) - killed - survived
+    print("\n| mutation | bug | result | killed by |\n|---|---|---|---|")
+    for m, verdict, detail, _ in results:
+        print(f"| {m.name} | {m.bug} | {verdict} | {detail} |")
+    print(f"\nscore: {killed} of {killed + survived} killed "
+          f"({100 * killed / max(killed + survived, 1):.0f} %), {survived} survived, "
+          f"{errors} error(s)")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
