@@ -278,8 +278,8 @@ def test_second_order_gradients_through_aca(solver, step_size):
     else:
         checkpoints, tableau = Checkpoints(), SOLVERS[solver]
         with torch.no_grad():
-            integrate(func, y0, [0.0, 1.0], tableau, StepController(1e-6, 1e-8, tableau.order),
-                      None, 10**4, checkpoints=checkpoints)
+            integrate(func, y0, [0.0, 1.0], tableau, AdaptiveSteps(1e-6, 1e-8, tableau.order),
+                      10**4, checkpoints=checkpoints)
         assert len(checkpoints.times) >= 4  # steps the controller chose
 
         def through_the_steps(y0, params):  # autograd through the accepted steps
