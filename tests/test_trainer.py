@@ -33,6 +33,7 @@ def test_smoke_run_trains_and_writes_the_run_records(dummy_config, tmp_path, met
     assert all(int(row["nfe_forward"]) > 0 and float(row["time_s"]) > 0 for row in history)
     assert (int(history[0]["nfe_backward"]) > 0) == (method != "naive")
     assert [float(row["lr"]) for row in history] == [0.01, 0.01, 0.005]  # multistep at 2
+    assert [int(row["step"]) for row in history] == [4, 8, 12]  # 4 batches per epoch
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["method"] == method and saved["final"]["epoch"] == 3
     assert saved["final"]["test_mse"] == pytest.approx(float(history[-1]["test_mse"]))

@@ -301,6 +301,7 @@ class Trainer:
             row: dict[str, Any] = {"epoch": epoch + 1,
                                    "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self.train_epoch(epoch))
+            row["step"] = self.step
             if not self.step_scheduler_per_batch:
                 self.scheduler.step()
             last_epoch = epoch + 1 == self.epochs
