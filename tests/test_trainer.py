@@ -198,6 +198,7 @@ def test_learning_rate_schedules() -> None:
     (("task.optimizer._partial_=false",), "_partial_ must be true"),
     (("+task.scheduler.step_size=3",), "aca.train.optim.multistep takes no 'step_size'"),
     (("+task.scheduler.interval=batch",), "interval 'batch'; choose one of: epoch, step"),
+    (("task.optimizer.weight_decay=-1",), "task.optimizer: Invalid weight_decay value: -1"),
 ])
 def test_a_key_the_optimizer_or_schedule_would_ignore_is_an_error(dummy_config, overrides,
                                                                    message) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
@@ -96,13 +97,25 @@ def check_recipe(optimizer: DictConfig, scheduler: DictConfig | None) -> None:
         raise ConfigError(f"task.optimizer._target_={optimizer._target_!r} is not a "
                           "torch.optim.Optimizer")
     _check_keys(optimizer, target, "task.optimizer", "params")
-    if scheduler is None:
-        return
-    _check_keys(scheduler, _target(scheduler, "task.scheduler"), "task.scheduler", "optimizer",
-                trainer_keys=("interval",))
-    if scheduler.get("interval", "epoch") not in INTERVALS:
-        raise ConfigError(f"unknown task.scheduler.interval {scheduler.interval!r}; choose one "
-                          f"of: {', '.join(INTERVALS)}")
+    if scheduler is not None:
+        _check_keys(scheduler, _target(scheduler, "task.scheduler"), "task.scheduler",
+                    "optimizer", trainer_keys=("interval",))
+        if scheduler.get("interval", "epoch") not in INTERVALS:
+            raise ConfigError(f"unknown task.scheduler.interval {scheduler.interval!r}; "
+                              f"choose one of: {', '.join(INTERVALS)}")
+    probe = _built(lambda: build_optimizer([torch.zeros(1, requires_grad=True)], optimizer),
+                   "task.optimizer")
+    _built(lambda: build_scheduler(probe, scheduler), "task.scheduler")
+
+
+def _built(build: Callable[[], Any], key: str) -> Any:
+    """``build()``, its values refused by the target (momentum=-1, betas=abc) as a
+    ConfigError naming ``key``."""
+    try:
+        return build()
+    except (InstantiationException, TypeError, ValueError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        raise ConfigError(f"{key}: {cause or error}") from error
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter],
