@@ -18,8 +18,8 @@ from aca.train.checkpoint import load
 
 # Every trainable task of configs/task (cifar and mujoco on small fake data); sines with a
 # KL schedule that changes every step, so its loss depends on the global step.
-TASKS = {"dummy": ("task.dropout=0.5",), "vdp": (), "three_body": ("task.n_train=10",
-                                                                     "task.n_test=10"),
+TASKS = {"dummy": ("task.dropout=0.5",), "vdp": (),
+         "three_body": ("task.n_train=5", "task.n_test=5", "task.T_train=0.1", "task.T_test=0.2"),
          "sines": ("task.n_series=40", "task.kl_warmup_steps=1", "task.kl_decay=0.5"),
          "mujoco_cached": (), "digits": (), "cifar10_fake": (), "cifar100_fake": ()}
 SMOKE = ("trainer=smoke", "trainer.max_epochs=null", "task.epochs=3", "trainer.checkpoint=true",
