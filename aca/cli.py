@@ -4,7 +4,10 @@
 
 Bad input (an unknown method/solver/task, a misspelt key, a bad value, a missing
 data directory) prints one ``error:`` line naming the value and the valid choices
-and exits with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead.
+and exits with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Only the
+command line's own errors (Hydra's) and aca's (``aca.errors.AcaError``: a failed solve,
+a bad setting, missing data or extra) are shown so: any other exception is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import aca
-from aca.train import ConfigError, run
+from aca.errors import AcaError, ConfigError
+from aca.train import run
 from aca.train.config import RUN_SETTINGS, TRAINING_SETTINGS, is_bool, is_int, is_number
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -53,8 +56,8 @@ def group_options(group: str) -> list[str]:
 
 def describe_error(error: BaseException) -> str | None:
     """One line for an error caused by the user's input, None for a bug (whose
-    traceback is worth seeing). Tasks and data code report bad settings with
-    ValueError and missing optional extras with ImportError (naming the extra)."""
+    traceback is worth seeing): Hydra's errors of the command line and aca's own
+    (AcaError: ODEError, ConfigError, DataError, MissingExtraError)."""
     if isinstance(error, MissingConfigException):
         missing = re.search(r"Could not find '([^']+)/([^'/]+)'", str(error))
         if missing:
@@ -69,9 +72,7 @@ def describe_error(error: BaseException) -> str | None:
             valid = ", ".join(sorted(str(key) for key in parent)) if parent is not None else ""
             return f"unknown key {cause.full_key!r}; valid keys here: {valid}"
         return f"{error}: {cause}"
-    if isinstance(error, (ConfigCompositionException, OverrideParseException,
-                          OmegaConfBaseException, ConfigError, aca.ODEError, FileNotFoundError,
-                          ValueError, ImportError)):
+    if isinstance(error, (ConfigCompositionException, OverrideParseException, AcaError)):
         return str(error)
     # A launcher that runs the jobs in other processes (submitit) reports a failed job
     # with the job's stderr, which holds the job's own one-line error.

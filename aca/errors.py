@@ -1,8 +1,19 @@
-"""Exceptions raised by aca. Each message names the bad value and what is valid."""
+"""Exceptions raised by aca. Each message names the bad value and what is valid.
+
+Every error a user can cause and fix is an ``AcaError``: a failed or refused solve
+(``ODEError``), a setting that cannot be used (``ConfigError``), data that is missing or
+broken (``DataError``), an optional dependency that is not installed
+(``MissingExtraError``). ``aca-run`` prints these as one ``error:`` line; anything else is
+a bug and keeps its traceback.
+"""
 
 
-class ODEError(Exception):
-    """Base class of every error aca raises for bad input or a failed solve."""
+class AcaError(Exception):
+    """Base class of every error aca raises for input a user can fix."""
+
+
+class ODEError(AcaError):
+    """Base class of every error of a solve: bad input to ``odeint`` or a failed solve."""
 
 
 class UnknownSolverError(ODEError, ValueError):
@@ -49,3 +60,21 @@ class UnseenTensorError(ODEError, ValueError):
 
 class RandomStateError(ODEError, RuntimeError):
     """``func`` draws random numbers that the gradient method cannot replay."""
+
+
+class ConfigError(AcaError, ValueError):
+    """A run setting (a config value, a task setting, a checkpoint) that cannot be used."""
+
+
+class DataError(AcaError):
+    """A data set that is missing or not what it should be (a missing folder, a corrupt file)."""
+
+
+class MissingExtraError(AcaError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, what: str, extra: str, error: ImportError | None = None) -> None:
+        reason = f" ({error})" if error is not None else ""
+        super().__init__(f"{what} needs the {extra!r} extra, which is not installed{reason}: "
+                         f'pip install -e ".[{extra}]" -c constraints.txt')
+        self.extra = extra

@@ -29,7 +29,7 @@ from typing import Any
 
 UNKNOWN = "unknown"
 CODE_PATHS = ("aca", "configs", "experiments")
-REPORTING = ("aca/reproduce.py", "aca/report")
+REPORTING = ("aca/report",)
 #: the stamp fields a CSV record carries as columns, one stamp per row
 CSV_FIELDS = ("commit", "dirty", "code")
 

@@ -36,6 +36,7 @@ from TorchDiffEqPack import odesolve_adjoint
 
 import aca
 from aca import provenance
+from aca.report.format import markdown_table
 
 METHODS = ("aca", "adjoint", "naive", "torchdiffeq", "torchdiffeq_adjoint", "tdep_aca")
 METHOD_LABELS = {
@@ -447,11 +448,9 @@ def _fmt(value: object, digits: int = 3) -> str:
 
 
 def _table(rows: list[dict], columns: tuple[str, ...]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [METHOD_LABELS[row[c]] if c == "method" else _fmt(row[c]) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    cells = [[METHOD_LABELS[row[c]] if c == "method" else _fmt(row[c]) for c in columns]
+             for row in rows]
+    return markdown_table(columns, cells).splitlines()
 
 
 def to_markdown(result: dict) -> str:

@@ -14,13 +14,8 @@ import argparse
 import os
 import sys
 
-from aca.data.cifar import (
-    CIFAR_SPECS,
-    CifarDownloadError,
-    CifarFormatError,
-    download_cifar,
-    load_cifar,
-)
+from aca.data.cifar import CIFAR_SPECS, download_cifar, load_cifar
+from aca.errors import DataError
 
 
 def main() -> None:
@@ -37,7 +32,7 @@ def main() -> None:
         try:
             folder = download_cifar(name, args.data_dir)
             data = load_cifar(args.data_dir, name, verify=True)
-        except (CifarDownloadError, CifarFormatError) as error:
+        except DataError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         print(f"{name}: {folder} ok, {len(data.train_labels)} train / "

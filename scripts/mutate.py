@@ -31,6 +31,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORE_TESTS = ("tests/test_gradients.py", "tests/test_solvers.py")
 TRAINER_TESTS = ("tests/test_trainer.py",)
+RESUME_TESTS = ("tests/test_resume.py",)
 CLI_TESTS = ("tests/test_cli.py",)
 
 
@@ -81,8 +82,7 @@ MUTATIONS = [
     mutation("no-set-epoch", "the sampler shuffles every epoch the same way",
              (TRAINER, "        sampler.set_epoch(epoch)\n", ""), tests=TRAINER_TESTS),
     mutation("cli-drops-odeerror", "aca.ODEError left out of the CLI's one-line errors",
-             (CLI, "ConfigError, aca.ODEError, FileNotFoundError,",
-              "ConfigError, FileNotFoundError,"),
+             (CLI, "OverrideParseException, AcaError)):", "OverrideParseException, ConfigError)):"),
              tests=CLI_TESTS),
     # core
     mutation("initial-step-exponent", "Hairer's initial step with exponent 1/(order+1)",
@@ -132,6 +132,14 @@ MUTATIONS = [
                        '                sums["count"] += count',
               "sums[key] = sums.get(key, 0.0) + float(value)\n"
               '                sums["count"] += count'), tests=TRAINER_TESTS),
+    mutation("global-step-not-counted", "the trainer's global step never advances",
+             (TRAINER, "                self.step += 1\n", ""), tests=TRAINER_TESTS),
+    mutation("resume-restarts-step", "resume starts the global step (KL annealing) over",
+             (TRAINER, 'self.step = state.get("step", ', 'self.step = 0 * state.get("step", '),
+             tests=RESUME_TESTS),
+    mutation("cli-hides-bugs", "aca-run prints any exception as one line, hiding real bugs",
+             (CLI, "OverrideParseException, AcaError)):", "OverrideParseException, Exception)):"),
+             tests=CLI_TESTS),
 ]
 
 

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from aca import provenance
-from aca.tasks._results import markdown_table, write_csv
+from aca.report.format import markdown_table, write_csv
 from aca.train import checkpoint, run
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

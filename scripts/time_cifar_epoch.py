@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 import aca
 from aca.models.resnet import build_model, parameter_count
-from aca.tasks._results import markdown_table
+from aca.report.format import markdown_table
 
 CIFAR_TRAIN_SIZE = 50_000
 RUNS = (("node18", "aca"), ("node18", "adjoint"), ("node18", "naive"), ("resnet18", None))

@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import aca
-from aca.tasks.base import Task
+from aca.errors import DataError
+from aca.task import Analysis, Task
 
 
 class SimulatedCrash(RuntimeError):
@@ -39,15 +40,15 @@ class DummyRegression(Task):
     """y = x @ w_true + noise; model: an ODE block on x, then dropout (``task.dropout``,
     so that training draws random numbers) and a linear read-out."""
 
-    def __init__(self, cfg: Any) -> None:
-        super().__init__(cfg)
-        self.dtype = getattr(torch, cfg.task.dtype)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dtype = getattr(torch, self.settings.dtype)
         self.batches_seen = 0
 
     def datasets(self) -> tuple[TensorDataset, TensorDataset]:
-        settings = self.cfg.task
-        if settings.require_data_dir and not Path(self.cfg.data_dir).is_dir():
-            raise FileNotFoundError(f"data directory {self.cfg.data_dir} not found; "
+        settings = self.settings
+        if settings.require_data_dir and not Path(self.data_dir).is_dir():
+            raise DataError(f"data directory {self.data_dir} not found; "
                                     "set data_dir=PATH or ACA_DATA_DIR")
         generator = torch.Generator().manual_seed(settings.data_seed)
         total = settings.train_size + settings.test_size
@@ -58,13 +59,14 @@ class DummyRegression(Task):
         return TensorDataset(x[:split], y[:split]), TensorDataset(x[split:], y[split:])
 
     def model(self) -> nn.Module:
-        settings = self.cfg.task
+        settings = self.settings
         field = BlowUp() if settings.blow_up else LinearField(settings.dim)
         return nn.Sequential(aca.ODEBlock(field, **self.ode), nn.Dropout(settings.dropout),
                              nn.Linear(settings.dim, 1)).to(self.dtype)
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        crash_after = self.cfg.task.get("crash_after_batches")
+    def loss(self, model: nn.Module, batch: Any,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        crash_after = self.settings.get("crash_after_batches")
         if crash_after is not None and self.batches_seen >= crash_after and model.training:
             raise SimulatedCrash(f"simulated crash after {crash_after} batches")
         if model.training:
@@ -73,14 +75,13 @@ class DummyRegression(Task):
         mse = torch.mean((model(x) - y) ** 2)
         return mse, {"mse": mse.item()}
 
-    def report(self, model: nn.Module, history: list[dict[str, float]], out_dir: Path) -> dict:
+    def report(self, model: nn.Module, data: tuple[TensorDataset, TensorDataset],
+               history: list[dict[str, float]], out_dir: Path) -> dict:
         return {"parameters": sum(p.numel() for p in model.parameters())}
 
 
-class DummyAnalysis(Task):
-    """A non-trainable task: ``analyze`` writes a file and returns a small table."""
-
-    trainable = False
+class DummyAnalysis(Analysis):
+    """An analysis: ``analyze`` writes a file and returns a small table."""
 
     def analyze(self, out_dir: Path) -> dict:
         (out_dir / "analysis.txt").write_text("done\n")

@@ -30,9 +30,10 @@ from aca.data.cifar import (
     normalize,
     random_crop_flip,
 )
+from aca.errors import ConfigError, DataError
 from aca.models.resnet import build_model, parameter_count
-from aca.tasks.cifar import CifarTask
 from aca.train import run
+from aca.train.config import build_task
 
 TRAIN_PER_BATCH = 6
 TEST_SIZE = 8
@@ -124,7 +125,7 @@ def test_load_cifar100_uses_fine_labels(cifar_root: Path) -> None:
 
 
 def test_missing_folder_names_it_and_the_download_command(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(DataError) as error:
         load_cifar(tmp_path, "cifar10")
     message = str(error.value)
     assert str(tmp_path / "cifar-10-batches-py") in message
@@ -132,7 +133,7 @@ def test_missing_folder_names_it_and_the_download_command(tmp_path: Path) -> Non
 
 
 def test_unknown_dataset_lists_choices(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="cifar100"):
+    with pytest.raises(ConfigError, match="cifar100"):
         load_cifar(tmp_path, "cifar11")
 
 
@@ -242,7 +243,7 @@ def test_full_width_parameter_counts_match_the_paper() -> None:
 
 
 def test_unknown_model_lists_choices() -> None:
-    with pytest.raises(ValueError, match="resnet18"):
+    with pytest.raises(ConfigError, match="resnet18"):
         build_model("resnet50")
 
 
@@ -255,7 +256,7 @@ def _cifar_config(root: Path, *overrides: str):
 
 
 def test_prepare_batch_augments_only_in_training(cifar_root: Path) -> None:
-    task = CifarTask(_cifar_config(cifar_root))
+    task = build_task(_cifar_config(cifar_root))
     train, test = task.datasets()
     assert len(train) == 5 * TRAIN_PER_BATCH and len(test) == TEST_SIZE
     images, labels = train[[0, 1, 2]]
@@ -269,7 +270,7 @@ def test_prepare_batch_augments_only_in_training(cifar_root: Path) -> None:
 
 
 def test_cifar100_task_has_100_classes(cifar_root: Path) -> None:
-    task = CifarTask(_cifar_config(cifar_root, "task=cifar100"))
+    task = build_task(_cifar_config(cifar_root, "task=cifar100"))
     assert task.model()(torch.zeros(2, 3, 32, 32)).shape == (2, 100)
     assert task.datasets()[0].tensors[1].max() < 100
 

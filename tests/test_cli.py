@@ -240,3 +240,15 @@ def test_ctrl_c_says_how_to_resume(aca_main, tmp_path, monkeypatch) -> None:
     assert status == 130
     assert stderr.strip() == (f"interrupted; the same command with hydra.run.dir="
                               f"{tmp_path / 'run'} resumes from its last.pt")
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug in a task"), ImportError("a missing module"),
+                                 FileNotFoundError("a path a task got wrong"), KeyError("key")])
+def test_a_bug_keeps_its_traceback(aca_main, monkeypatch, bug) -> None:
+    """Only aca's errors (and Hydra's) become one line: a ValueError, ImportError or
+    FileNotFoundError from a bug reaches the user with its traceback."""
+    def buggy(cfg, out_dir):
+        raise bug
+    monkeypatch.setattr(cli, "run", buggy)
+    with pytest.raises(type(bug)):
+        aca_main("task=dummy")

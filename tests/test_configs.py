@@ -4,12 +4,14 @@ agree with the library (solver and gradient names, step sizes, task classes)."""
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import CONFIG_DIR, REPO_ROOT, compose_config
 from hydra import compose, initialize_config_dir
 
 import aca
-from aca.tasks.base import Task
+from aca.task import Analysis, Task
 from aca.train.config import task_class
+from aca.train.optim import build_optimizer, build_scheduler, check_recipe
 
 METHODS = sorted(path.stem for path in (CONFIG_DIR / "method").glob("*.yaml"))
 SOLVERS = sorted(path.stem for path in (CONFIG_DIR / "solver").glob("*.yaml"))
@@ -51,20 +53,46 @@ def test_full_method_solver_product_composes_with_task(task: str) -> None:
                 _check_composes(task, method, solver)
 
 
+def _check_recipe(cfg) -> None:
+    """A Task's config holds a recipe whose optimizer and schedule build (every key an
+    argument of its target); an Analysis' holds none."""
+    cls = task_class(cfg)
+    assert issubclass(cls, (Task, Analysis))
+    if issubclass(cls, Analysis):
+        assert "optimizer" not in cfg.task
+        return
+    assert cfg.task.epochs > 0 and cfg.task.batch_size > 0
+    check_recipe(cfg.task.optimizer, cfg.task.get("scheduler"))
+    optimizer = build_optimizer([torch.zeros(1, requires_grad=True)], cfg.task.optimizer)
+    assert optimizer.param_groups[0]["lr"] == cfg.task.optimizer.lr
+    build_scheduler(optimizer, cfg.task.get("scheduler"))
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_task_config_names_a_task_class_with_a_recipe(task: str) -> None:
-    cfg = compose_config(f"task={task}")
-    cls = task_class(cfg)
-    assert issubclass(cls, Task)
-    if cls.trainable:
-        assert cfg.task.epochs > 0 and cfg.task.batch_size > 0
-        assert cfg.task.optimizer.lr > 0
+    _check_recipe(compose_config(f"task={task}"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_presets_are_found_on_the_search_path(experiment: str) -> None:
     cfg = compose_config(f"+experiment={experiment}")
     assert cfg.task.name in TASKS
+    _check_recipe(cfg)
+
+
+@pytest.mark.parametrize("experiment", ["cifar_paper", "cifar_methods", "cifar_seeds"])
+def test_cifar_presets_are_shared_and_the_task_chooses_the_data_set(experiment: str) -> None:
+    """One preset serves CIFAR-10 and CIFAR-100; task=cifar100 (its config built on
+    cifar10's through defaults) keeps the preset's recipe and swaps the data set."""
+    ten = compose_config(f"+experiment={experiment}")
+    hundred = compose_config("task=cifar100", f"+experiment={experiment}")
+    assert (ten.task.dataset, hundred.task.dataset) == ("cifar10", "cifar100")
+    assert hundred.task.name == "cifar100" and hundred.task.width == 64
+    different = {key for key in ten.task if ten.task[key] != hundred.task[key]}
+    assert different == {"name", "dataset"}
+    cpu = compose_config("task=cifar100")
+    assert {key for key in cpu.task if cpu.task[key] != compose_config("task=cifar10").task[key]
+            } == {"name", "dataset"}
 
 
 @pytest.mark.parametrize("trainer", ["default", "ddp", "smoke"])

@@ -16,8 +16,8 @@ import torch
 from conftest import cli_command, cli_env, compose_config
 from test_cifar import write_fake_cifar10, write_fake_cifar100
 
-from aca.tasks.three_body import ThreeBody
 from aca.train import ConfigError, run
+from aca.train.config import build_task
 from aca.train.distributed import DistInfo
 from aca.train.trainer import Trainer
 
@@ -77,4 +77,4 @@ def test_a_one_trajectory_task_refuses_to_split(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="batch_size=1 cannot be split evenly over 2 DDP "
                                           "processes; three_body's training set has 1 "
                                           "example.*one process"):
-        Trainer(cfg, ThreeBody(cfg), tmp_path, DistInfo(rank=0, world_size=2))
+        Trainer(cfg, build_task(cfg), tmp_path, DistInfo(rank=0, world_size=2))

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import compose_config
 
+from aca.errors import ConfigError
 from aca.models.resnet import build_model, parameter_count
 from aca.tasks.digits import load_digits_tensors, stratified_split
 from aca.train import run
@@ -44,7 +45,7 @@ def test_stratified_split_is_disjoint_complete_and_balanced() -> None:
 
 
 def test_bad_test_fraction_is_refused() -> None:
-    with pytest.raises(ValueError, match="test_fraction"):
+    with pytest.raises(ConfigError, match="test_fraction"):
         stratified_split(torch.zeros(4, dtype=torch.int64), 1.0, seed=0)
 
 

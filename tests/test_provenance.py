@@ -27,7 +27,7 @@ def checkout(tmp_path: Path) -> Path:
     """A git repository shaped like aca's: code, configs (with a link), reporting, docs."""
     root = tmp_path / "repo"
     for name, text in {"aca/__init__.py": "", "aca/solvers/step.py": "h = 1\n",
-                       "aca/reproduce.py": "tables\n", "experiments/toy.yaml": "a: 1\n",
+                       "aca/report/render.py": "tables\n", "experiments/toy.yaml": "a: 1\n",
                        "README.md": "docs\n", ".gitignore": "__pycache__/\n"}.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -51,7 +51,7 @@ def test_stamp_of_a_clean_checkout_names_its_commit(checkout: Path) -> None:
 def test_code_hash_follows_code_not_docs_reports_or_ignored_files(checkout: Path) -> None:
     clean = provenance.working_code(checkout)
     (checkout / "README.md").write_text("other docs\n")
-    (checkout / "aca" / "reproduce.py").write_text("tables drawn differently\n")
+    (checkout / "aca" / "report" / "render.py").write_text("tables drawn differently\n")
     (checkout / "aca" / "__pycache__").mkdir()
     (checkout / "aca" / "__pycache__" / "step.pyc").write_bytes(b"\0")
     assert provenance.working_code(checkout) == clean

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from aca import reproduce
+from aca.report import cli, drift, paper, plan, render
+from aca.report.records import STALE_NOTE, check, current_code, find_records
 
-SCRIPT = reproduce.REPO_ROOT / "scripts" / "reproduce.py"
+SCRIPT = plan.REPO_ROOT / "scripts" / "reproduce.py"
 
 
-CURRENT = {"commit": "c" * 40, "dirty": False, "code": reproduce.current_code() or "none"}
+CURRENT = {"commit": "c" * 40, "dirty": False, "code": current_code() or "none"}
 
 
 def write_json(path: Path, payload: dict, stamp: dict | None = CURRENT) -> None:
@@ -58,7 +59,7 @@ def table_rows(markdown: str, title_start: str) -> list[list[str]]:
 
 
 def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) -> None:
-    problems = reproduce.render(records)
+    problems = render.render(records)
     tables = (records / "paper_tables.md").read_text()
 
     toy = table_rows(tables, "Toy")
@@ -76,7 +77,7 @@ def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) ->
     assert seeds[1][2:4] == ["0", "missing"]
 
     three_body = table_rows(tables, "Three-body")
-    assert three_body[0][5] == "missing" and three_body[0][-1] == reproduce.PAPER_THREE_BODY_MASSES
+    assert three_body[0][5] == "missing" and three_body[0][-1] == paper.masses()
 
     assert "results/toy/decay/toy.json is partial: no naive row at T_report" in problems
     assert "results/digits/runs/methods/node18-adjoint/result.json is partial: no final.test_acc" \
@@ -86,13 +87,13 @@ def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) ->
     readme = (records / "README.md").read_text()
     assert "## Missing or partial records" in readme and problems[0] in readme
     assert "[toy/COMMAND.txt](toy/COMMAND.txt)" in readme
-    assert "aca-run +experiment=toy task.results_dir=results/toy" in readme
+    assert "aca-run +experiment=toy hydra.run.dir=results/toy" in readme
     latex = (records / "paper_tables.tex").read_text()
     assert latex.count(r"\begin{tabular}") == tables.count("\n### ")
     assert r"$\approx$0.48" in latex and "NODE-18 (adjoint) & missing" in latex
 
 
-needs_checkout = pytest.mark.skipif(reproduce.current_code() is None,
+needs_checkout = pytest.mark.skipif(current_code() is None,
                                     reason="needs the git checkout aca is imported from")
 
 
@@ -102,7 +103,7 @@ def test_render_marks_the_cells_of_stale_records(records: Path) -> None:
         toy_row("aca", 0.125)]}, stamp={**CURRENT, "code": "0" * 40})
     write_json(records / "digits/runs/methods/node18-adjoint/result.json",
                {"final": {"test_acc": 0.5}, "wall_time_s": 20.0}, stamp=None)
-    reproduce.render(records)
+    render.render(records)
     tables = (records / "paper_tables.md").read_text()
     toy = table_rows(tables, "Toy")
     assert toy[0][6:10] == ["0.125", "1.25", "32", "30"]  # current: unmarked
@@ -111,7 +112,7 @@ def test_render_marks_the_cells_of_stale_records(records: Path) -> None:
     assert toy[4][6] == "missing"
     digits = table_rows(tables, "Digits (8x8): NODE-18 trained")
     assert digits[0][2:4] == ["97.5", "12.5"] and digits[1][2:4] == ["50 †", "20 †"]
-    assert tables.count(reproduce.STALE_NOTE) == 2  # under the toy and digits tables only
+    assert tables.count(STALE_NOTE) == 2  # under the toy and digits tables only
     assert r"0.125 \dag{}" in (records / "paper_tables.tex").read_text()
     readme = (records / "README.md").read_text()
     assert "## Stale records" in readme
@@ -130,7 +131,7 @@ def test_check_lists_stale_and_unstamped_records(records: Path, capsys) -> None:
     table.write_text(f"model,test_mse,commit,dirty,code\nlatent_ode,0.1,c,False,{code}\n"
                      f"ode_rnn,0.2,c,True,{'1' * 40}\n")
     (records / "toy/toy_error_vs_T.csv").write_text("T\n1\n")  # a companion, not a record
-    assert reproduce.check(records) == 0
+    assert check(records) == 0
     out = capsys.readouterr().out.splitlines()
     stale = sorted(line for line in out if line.startswith("stale"))
     assert stale == [
@@ -144,19 +145,19 @@ def test_check_lists_stale_and_unstamped_records(records: Path, capsys) -> None:
                         "  python scripts/reproduce.py run sines",
                         "  python scripts/reproduce.py run three_body --scale paper",
                         "  python scripts/reproduce.py run bench"]
-    assert reproduce.check(records, strict=True) == 1
+    assert check(records, strict=True) == 1
     for path in records.rglob("*.json"):
         write_json(path, json.loads(path.read_text()) | {"provenance": CURRENT})
     table.write_text(f"model,test_mse,commit,dirty,code\nlatent_ode,0.1,c,False,{code}\n")
-    assert reproduce.check(records, strict=True) == 0
+    assert check(records, strict=True) == 0
     assert "0 of 10 records" in capsys.readouterr().out
 
 
 def test_every_committed_record_is_declared_by_a_target() -> None:
     """check and the drift test only see the records a target declares: every JSON file
     under results/ is one (tables and figures are rendered from them)."""
-    root = reproduce.REPO_ROOT / "results"
-    declared = {path for _, path in reproduce.find_records(root)}
+    root = plan.REPO_ROOT / "results"
+    declared = {path for _, path in find_records(root)}
     undeclared = [str(path.relative_to(root)) for path in root.rglob("*.json")
                   if ".hydra" not in path.parts and path not in declared]
     assert not undeclared
@@ -168,26 +169,26 @@ def test_differences_compare_numbers_to_a_relative_tolerance() -> None:
                  "provenance": {"code": "a"}, "inf": float("inf"), "text": "1e-3"}
     same = {"rows": [{"err": 1.0 + 5e-7, "nfe": 52, "time_s": 9.0, "solver": "dopri5"}],
             "provenance": {"code": "b"}, "inf": float("inf"), "text": "0.001"}
-    assert reproduce.differences(committed, same, 1e-6) == []
+    assert drift.differences(committed, same, 1e-6) == []
     changed = {"rows": [{"err": 1.0 + 2e-6, "nfe": 53, "time_s": 0.1, "solver": "bosh3"}],
                "inf": 1.0, "text": "1e-3", "new": 1}
-    assert reproduce.differences(committed, changed, 1e-6, "f") == [
+    assert drift.differences(committed, changed, 1e-6, "f") == [
         "f.rows[0].err: committed 1.0, now 1.000002", "f.rows[0].nfe: committed 52, now 53",
         "f.rows[0].solver: committed 'dopri5', now 'bosh3'", "f.inf: committed inf, now 1.0",
         "f.new: only in the new record"]
-    assert reproduce.differences([1, 2], [1], 1e-6, "f") == ["f: 2 entries committed, 1 now"]
+    assert drift.differences([1, 2], [1], 1e-6, "f") == ["f: 2 entries committed, 1 now"]
 
 
 def test_render_of_an_unreadable_record_names_it(records: Path) -> None:
     (records / "toy/toy.json").write_text("{not json")
-    problems = reproduce.render(records)
+    problems = render.render(records)
     assert any(p.startswith("results/toy/toy.json is unreadable") for p in problems)
     assert table_rows((records / "paper_tables.md").read_text(), "Toy")[0][6] == "missing"
 
 
 def test_readme_results_section_is_replaced_in_place() -> None:
     text = "# aca\n\n## Results\n\nold\n\n## Later\n\nkept\n"
-    new = reproduce.replace_section(text, "## Results\n\nnew table\n")
+    new = render.replace_section(text, "## Results\n\nnew table\n")
     assert new == "# aca\n\n## Results\n\nnew table\n\n## Later\n\nkept\n"
 
 
@@ -196,9 +197,11 @@ def test_dry_run_prints_the_aca_run_commands() -> None:
                              "--dry-run"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "aca-run -m +experiment=three_body_paper task.results_dir=results/three_body/paper"]
-    smoke = [step.shell() for step in reproduce.plan("toy", "smoke")]
-    assert smoke[0] == ("aca-run +experiment=toy task.results_dir=outputs/smoke/toy task.T_num=3 "
+        "aca-run -m +experiment=three_body_paper hydra.sweep.dir=results/three_body/paper/runs",
+        "python scripts/reproduce.py summarize three_body results/three_body/paper/runs --out "
+        "results/three_body/paper"]
+    smoke = [step.shell() for step in plan.plan("toy", "smoke")]
+    assert smoke[0] == ("aca-run +experiment=toy hydra.run.dir=outputs/smoke/toy task.T_num=3 "
                         "'task.solvers=[dopri5]' 'task.tolerances=[1e-3]'")
 
 
@@ -211,14 +214,14 @@ def test_dry_run_prints_the_aca_run_commands() -> None:
 ])
 def test_bad_input_is_one_line_naming_the_choices(argv: list[str], message: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    assert reproduce.main(argv) == 2
+    assert cli.main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith(message) and error.count("\n") == 1
 
 
 def test_every_target_plans_at_each_of_its_scales() -> None:
-    for name, target in reproduce.TARGETS.items():
+    for name, target in plan.TARGETS.items():
         for scale in target.scales:
-            steps = reproduce.plan(name, scale, "ROOT")
+            steps = plan.plan(name, scale, "ROOT")
             assert steps and all(step.argv[0] in ("aca-run", "python") for step in steps)
             assert any(f"ROOT/{target.folder}" in step.shell() for step in steps), (name, scale)

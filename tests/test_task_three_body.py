@@ -9,16 +9,18 @@ import torch
 from conftest import compose_config
 
 import aca
+from aca.errors import ConfigError
+from aca.report import summaries
 from aca.tasks.three_body import (
     K1,
     K2,
     TRUE_MASSES,
     NeuralVectorField,
-    ThreeBody,
     ThreeBodyGravity,
     initial_state,
 )
 from aca.train import run
+from aca.train.config import build_task
 
 MASSES = torch.tensor(TRUE_MASSES, dtype=torch.float64)
 
@@ -57,8 +59,8 @@ def test_mass_gradients_agree_with_aca_at_tight_tolerance(method: str) -> None:
 
 
 def test_unknown_model_is_named() -> None:
-    with pytest.raises(ValueError, match="'mlp'.*choose one of: physics, neural"):
-        ThreeBody(compose_config("task=three_body", "task.model=mlp"))
+    with pytest.raises(ConfigError, match="'mlp'.*choose one of: physics, neural"):
+        build_task(compose_config("task=three_body", "task.model=mlp"))
 
 
 def test_neural_baseline_maps_the_18_dim_state() -> None:
@@ -71,10 +73,11 @@ def test_smoke_fit_recovers_the_masses(tmp_path) -> None:
     cfg = compose_config("task=three_body", "trainer=smoke", "trainer.max_epochs=null",
                          "trainer.eval_every=100",
                          "task.n_train=30", "task.n_test=40", "task.epochs=20",
-                         "task.scheduler.gamma=0.8", "solver.rtol=1e-5", "solver.atol=1e-5",
-                         f"task.results_dir={results}")
+                         "task.scheduler.gamma=0.8", "solver.rtol=1e-5", "solver.atol=1e-5")
     report = run(cfg, tmp_path / "run")["report"]
-    initial = ThreeBody(cfg).model().masses.detach()
+    assert (tmp_path / "run" / "three_body_physics_aca.png").is_file()
+    summaries.three_body([tmp_path / "run"], results)  # what reproduce.py's summarize does
+    initial = build_task(cfg).model().masses.detach()
     initial_error = (initial - MASSES).abs().max().item()
     assert report["mass_error"] < 1e-2 < initial_error
     assert report["extrap_rmse"] < 0.1

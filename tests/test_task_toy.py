@@ -10,8 +10,10 @@ import pytest
 import torch
 from conftest import compose_config
 
-from aca.tasks.toy import ToyGradient, exact_gradients, measure_gradient, ordering_sentence
+from aca.errors import ConfigError
+from aca.tasks.toy import exact_gradients, measure_gradient, ordering_sentence
 from aca.train import run
+from aca.train.config import build_task
 
 
 def test_closed_form_matches_autograd_of_the_exact_solution() -> None:
@@ -43,17 +45,15 @@ def test_aca_error_shrinks_with_tolerance() -> None:
 def test_analysis_writes_tables_and_figures(tmp_path) -> None:
     results = tmp_path / "results"
     cfg = compose_config("task=toy", "task.methods=[aca,adjoint,naive]", "task.T_num=3",
-                         "task.solvers=[bosh3,dopri5]", "task.tolerances=[1e-3,1e-6]",
-                         f"task.results_dir={results}")
-    result = run(cfg, tmp_path / "run")["result"]
+                         "task.solvers=[bosh3,dopri5]", "task.tolerances=[1e-3,1e-6]")
+    result = run(cfg, results)["result"]
     rows = json.loads((results / "toy.json").read_text())["at_T_report"]
     assert result["ordering"] == ordering_sentence(rows, 19.5)
     for key in ("abs_err_z0", "abs_err_alpha"):  # the sentence names the measured ordering
         ours = " < ".join(row["method"] for row in sorted(rows, key=lambda row: row[key]))
         assert f"is {ours}, which" in result["ordering"]
-    for directory in (tmp_path / "run", results):
-        for name in ("toy.md", "toy_error_vs_T.png", "toy_error_vs_tol.png", "toy.json"):
-            assert (directory / name).is_file()
+    for name in ("toy.md", "toy_error_vs_T.png", "toy_error_vs_tol.png", "toy.json"):
+        assert (results / name).is_file()
     with (results / "toy_error_vs_tol.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * 2 * 3  # solvers x tolerances x methods
@@ -79,8 +79,8 @@ def test_ordering_sentence_says_whether_the_paper_s_ordering_holds() -> None:
 
 def test_unknown_method_in_the_comparison_is_named() -> None:
     cfg = compose_config("task=toy", "task.methods=[aca,backprop]")
-    with pytest.raises(ValueError, match="backprop.*choose one of: aca, adjoint, naive"):
-        ToyGradient(cfg).analyze(None)
+    with pytest.raises(ConfigError, match="backprop.*choose one of: aca, adjoint, naive"):
+        build_task(cfg).analyze(None)
 
 
 def test_method_selects_what_the_analysis_runs(tmp_path, capsys) -> None:

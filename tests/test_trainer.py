@@ -1,6 +1,6 @@
 """The shared trainer on the test-only dummy task: a smoke run per gradient method,
-exact resume, checkpoint evaluation with a swapped solver, non-trainable tasks, the
-learning-rate schedules and the wandb logger modes."""
+exact resume, checkpoint evaluation with a swapped solver, analyses, the optimizer and
+learning-rate schedule configs and the wandb logger modes."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from aca import provenance
 from aca.train import ConfigError, distributed, run
 from aca.train.checkpoint import load
-from aca.train.config import task_class
+from aca.train.config import build_task, check_config
 from aca.train.loggers import format_table, wandb_mode
-from aca.train.optim import lr_factor
+from aca.train.optim import build_scheduler, exponential, multistep
 from aca.train.trainer import Trainer
 
 FLOAT64_RK4 = ("task.dtype=float64", "solver=rk4", "solver.step_size=0.25")
@@ -33,6 +33,7 @@ def test_smoke_run_trains_and_writes_the_run_records(dummy_config, tmp_path, met
     assert all(int(row["nfe_forward"]) > 0 and float(row["time_s"]) > 0 for row in history)
     assert (int(history[0]["nfe_backward"]) > 0) == (method != "naive")
     assert [float(row["lr"]) for row in history] == [0.01, 0.01, 0.005]  # multistep at 2
+    assert [int(row["step"]) for row in history] == [4, 8, 12]  # 4 batches per epoch
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["method"] == method and saved["final"]["epoch"] == 3
     assert saved["final"]["test_mse"] == pytest.approx(float(history[-1]["test_mse"]))
@@ -80,19 +81,19 @@ def test_each_epoch_shuffles_the_training_set_anew(dummy_config, tmp_path) -> No
     """Every epoch sees every example once, in an order that changes from epoch to epoch
     and depends only on (seed, epoch), so a resumed run sees the same batches."""
     cfg = dummy_config()
-    trainer = Trainer(cfg, task_class(cfg)(cfg), tmp_path, distributed.setup(False, "cpu"))
+    trainer = Trainer(cfg, build_task(cfg), tmp_path, distributed.setup(False, "cpu"))
     orders = [[index for batch in trainer._train_batches(epoch) for index in batch]
               for epoch in range(3)]
     assert all(sorted(order) == list(range(cfg.task.train_size)) for order in orders)
     assert orders[0] != orders[1] != orders[2] != orders[0]
-    again = Trainer(cfg, task_class(cfg)(cfg), tmp_path, distributed.setup(False, "cpu"))
+    again = Trainer(cfg, build_task(cfg), tmp_path, distributed.setup(False, "cpu"))
     assert [i for batch in again._train_batches(1) for i in batch] == orders[1]
 
 
 def test_gradient_clipping_bounds_each_update(dummy_config, tmp_path) -> None:
     """With SGD (which, unlike Adam, follows the gradient's length) and a clipping norm of
     1e-9 the weights move by at most lr * 1e-9 per step: the loss stays where it began."""
-    sgd = ("task.optimizer.name=sgd", "task.optimizer.momentum=0.0", "task.optimizer.lr=0.1")
+    sgd = ("task.optimizer._target_=torch.optim.SGD", "task.optimizer.lr=0.1")
     free = run(dummy_config(*sgd), tmp_path / "free")["final"]["train_loss"]
     clipped = run(dummy_config(*sgd, "trainer.grad_clip=1e-9"), tmp_path / "clipped")
     first = float(next(csv.DictReader(open(tmp_path / "clipped" / "metrics.csv")))["train_loss"])
@@ -106,12 +107,12 @@ def test_test_metrics_are_means_over_examples(dummy_config, tmp_path) -> None:
     example's output independent of its batch)."""
     cfg = dummy_config(*FLOAT64_RK4, "task.test_size=40", "task.epochs=1")
     result = run(cfg, tmp_path)
-    task = task_class(cfg)(cfg)
+    task = build_task(cfg)
     model = task.model()
     model.load_state_dict(load(tmp_path / "last.pt")["model"])
     model.eval()
     _, test = task.datasets()
-    assert result["final"]["test_mse"] == pytest.approx(task.evaluate(model, test[:])["mse"],
+    assert result["final"]["test_mse"] == pytest.approx(task.evaluate(model, test[:], 0)["mse"],
                                                         rel=1e-12)
 
 
@@ -137,7 +138,7 @@ def test_eval_mode_rejects_a_checkpoint_of_another_task(dummy_config, tmp_path) 
         run(dummy_config("mode=eval", f"ckpt={tmp_path / 'other.pt'}"), tmp_path / "out")
 
 
-def test_non_trainable_task_runs_its_analysis(dummy_config, tmp_path, capsys) -> None:
+def test_an_analysis_runs_once_instead_of_training(dummy_config, tmp_path, capsys) -> None:
     result = run(dummy_config("task.cls=dummy_task.DummyAnalysis", "solver=bosh3"), tmp_path)
     assert result["result"] == {"answer": 42, "solver": "bosh3"}
     assert (tmp_path / "analysis.txt").is_file() and not (tmp_path / "metrics.csv").exists()
@@ -166,19 +167,46 @@ def test_ddp_true_without_torchrun_is_a_config_error(dummy_config, tmp_path) -> 
 
 
 def test_learning_rate_schedules() -> None:
-    def factors(scheduler: dict, total: int = 10) -> list[float]:
-        factor = lr_factor(OmegaConf.create(scheduler), base_lr=0.1, total=total)
-        return [factor(n) for n in range(4)]
+    def factors(schedule, *args, **kwargs) -> list[float]:
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        scheduler = schedule(optimizer, *args, **kwargs)
+        values = []
+        for _ in range(4):
+            values.append(optimizer.param_groups[0]["lr"] / 0.1)
+            optimizer.step()
+            scheduler.step()
+        return values
 
-    assert factors({"name": "none"}) == [1.0] * 4
-    assert factors({"name": "multistep", "milestones": [1, 3], "gamma": 0.1}) == pytest.approx(
-        [1.0, 0.1, 0.1, 0.01])
-    exponential = factors({"name": "exponential", "gamma": 0.5, "min_lr": 0.02})
-    assert exponential == pytest.approx([1.0, 0.5, 0.25, 0.2])
-    cosine = factors({"name": "cosine"}, total=2)
-    assert cosine == pytest.approx([1.0, 0.5, 0.0, 0.0])
-    with pytest.raises(ConfigError, match="multistep"):
-        lr_factor(OmegaConf.create({"name": "step"}), base_lr=0.1, total=1)
+    assert factors(multistep, [1, 3], gamma=0.1) == pytest.approx([1.0, 0.1, 0.1, 0.01])
+    assert factors(exponential, 0.5, min_lr=0.02) == pytest.approx([1.0, 0.5, 0.25, 0.2])
+    constant, per_step = build_scheduler(
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), None)
+    assert constant.get_last_lr() == [0.1] and not per_step
+    _, per_step = build_scheduler(
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1),
+        OmegaConf.create({"_target_": "aca.train.optim.exponential", "_partial_": True,
+                          "gamma": 0.5, "interval": "step"}))
+    assert per_step
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("task.optimizer._target_=torch.optim.SGD", "+task.optimizer.betas=[0.9,0.9]"),
+     "torch.optim.SGD takes no 'betas'"),
+    (("+task.optimizer.momentum=0.9",), "torch.optim.Adam takes no 'momentum'"),
+    (("task.optimizer._target_=torch.optim.Nope",), "cannot be imported"),
+    (("task.optimizer._target_=aca.train.optim.multistep",), "is not a torch.optim.Optimizer"),
+    (("task.optimizer._partial_=false",), "_partial_ must be true"),
+    (("+task.scheduler.step_size=3",), "aca.train.optim.multistep takes no 'step_size'"),
+    (("+task.scheduler.interval=batch",), "interval 'batch'; choose one of: epoch, step"),
+    (("task.optimizer.weight_decay=-1",), "task.optimizer: Invalid weight_decay value: -1"),
+])
+def test_a_key_the_optimizer_or_schedule_would_ignore_is_an_error(dummy_config, overrides,
+                                                                   message) -> None:
+    """Every key of task.optimizer / task.scheduler must be an argument of its target:
+    Adam given ``momentum`` (an SGD setting) is refused, not silently ignored."""
+    cfg = dummy_config(*overrides)
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
 
 
 def test_format_table_aligns_flattened_keys() -> None:

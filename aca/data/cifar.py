@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aca.errors import ConfigError, DataError
+
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGE_SHAPE = (3, 32, 32)
@@ -88,11 +90,11 @@ CIFAR_SPECS: dict[str, CifarSpec] = {
 }
 
 
-class CifarFormatError(ValueError):
+class CifarFormatError(DataError):
     """A CIFAR file exists but does not hold what the standard format promises."""
 
 
-class CifarDownloadError(OSError):
+class CifarDownloadError(DataError, OSError):
     """The archive could not be fetched (no network, an HTTP error)."""
 
 
@@ -110,7 +112,7 @@ class CifarData:
 def cifar_spec(name: str) -> CifarSpec:
     """The spec of ``name``; a clear error listing the valid names otherwise."""
     if name not in CIFAR_SPECS:
-        raise ValueError(f"unknown CIFAR dataset {name!r}; choose one of {sorted(CIFAR_SPECS)}")
+        raise ConfigError(f"unknown CIFAR dataset {name!r}; choose one of {sorted(CIFAR_SPECS)}")
     return CIFAR_SPECS[name]
 
 
@@ -188,7 +190,7 @@ def _read_split(
 
 def _check_file(path: Path, expected_md5: str, verify: bool) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"CIFAR file {path} is missing")
+        raise DataError(f"CIFAR file {path} is missing")
     if verify and (actual := md5sum(path)) != expected_md5:
         raise CifarFormatError(
             f"{path}: md5 {actual} differs from the published {expected_md5}; the file is "
@@ -210,7 +212,7 @@ def load_cifar(data_dir: str | Path, name: str = "cifar10", verify: bool = True)
     spec = cifar_spec(name)
     folder = Path(data_dir).expanduser() / spec.folder
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise DataError(
             f"{name}: expected the folder {folder} (the extracted {spec.archive_name}); "
             f"download it with `{download_command(name, data_dir)}` or set data_dir "
             "(env ACA_DATA_DIR) to the folder that contains it"

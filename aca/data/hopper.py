@@ -4,8 +4,8 @@ The generator follows the latent-ODE authors' ``mujoco_physics.py``: the
 ``hopper/stand`` environment, numpy seed 123, each trajectory started from
 qpos[:2] ~ U(0, 0.5), qpos[2:] ~ U(-2, 2), qvel ~ U(-5, 5) and recorded for 200
 physics steps as 14 numbers (7 qpos + 7 qvel). Generated sets are cached under
-``<data_dir>/hopper/``. dm_control is an optional extra; without it a clear error
-says how to install it.
+``<data_dir>/hopper/``. dm_control is an optional extra (``mujoco``); without it a
+MissingExtraError says how to install it.
 """
 
 from __future__ import annotations
@@ -16,22 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aca.errors import ConfigError, MissingExtraError
+
 HOPPER_SEED = 123
 HOPPER_STEPS = 200
 HOPPER_DIMS = 14
-INSTALL_HINT = 'pip install -e ".[mujoco]" -c constraints.txt'
 
 
 def _load_suite():
-    """dm_control's suite, or an ImportError that says how to install it."""
+    """dm_control's suite, or a MissingExtraError naming the ``mujoco`` extra."""
     os.environ.setdefault("MUJOCO_GL", "disable")  # no rendering: skip OpenGL probing
     try:
         from dm_control import suite
     except ImportError as error:
-        raise ImportError(
-            f"The Hopper data set is generated with dm_control, which is not installed "
-            f"({error}). Install the extra: {INSTALL_HINT}"
-        ) from error
+        raise MissingExtraError("the Hopper data set (generated with dm_control)", "mujoco",
+                                error) from error
     return suite
 
 
@@ -79,7 +78,8 @@ def random_windows(
     (the authors' interpolation set-up): ``(N, T, D) -> (N, window, D)``."""
     n_trajectories, n_steps, _ = data.shape
     if not 1 <= window <= n_steps:
-        raise ValueError(f"window={window} is invalid: choose 1..{n_steps} (the trajectory length)")
+        raise ConfigError(f"window={window} is invalid: choose 1..{n_steps} "
+                          "(the trajectory length)")
     starts = torch.randint(0, n_steps - window + 1, (n_trajectories,), generator=generator)
     index = starts.unsqueeze(1) + torch.arange(window)
     return torch.gather(data, 1, index.unsqueeze(-1).expand(-1, -1, data.shape[-1]))

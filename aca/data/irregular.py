@@ -12,11 +12,13 @@ import math
 
 import torch
 
+from aca.errors import ConfigError
+
 
 def check_fraction(fraction: float) -> float:
     """``fraction`` if it is a valid observed fraction (0 < f <= 1), else a clear error."""
     if not 0.0 < float(fraction) <= 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"observed_fraction={fraction!r} is invalid: choose a fraction in (0, 1], "
             "e.g. 0.1, 0.2 or 0.5"
         )
@@ -83,7 +85,7 @@ def make_sines(
     (zero where missing) and ``mask (N, T, 2)``.
     """
     if not 1 <= points_per_series <= n_times:
-        raise ValueError(
+        raise ConfigError(
             f"points_per_series={points_per_series} is invalid: choose 1..n_times={n_times}"
         )
     generator = torch.Generator().manual_seed(seed)

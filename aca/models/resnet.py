@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor, nn
 
 import aca
+from aca.errors import ConfigError
 
 MODEL_NAMES = ("resnet18", "node18")
 
@@ -75,7 +76,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if width < 1 or not 1 <= num_stages <= 4:
-            raise ValueError(
+            raise ConfigError(
                 f"width must be >= 1 and num_stages in 1..4, got width={width}, "
                 f"num_stages={num_stages}"
             )
@@ -114,7 +115,7 @@ def build_model(
 ) -> ResNet:
     """``resnet18`` or ``node18`` (the latter needs ``ode_options``) at any width/depth."""
     if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {list(MODEL_NAMES)}")
     if name == "node18" and ode_options is None:
         raise ValueError("node18 needs ode_options (solver, gradient, tolerances)")
     return ResNet(

@@ -1,90 +1,32 @@
-"""The contract between a task and the shared trainer.
-
-A task supplies data, a model, a loss and metrics; the trainer (aca.train) owns
-the loop, devices, DDP, checkpoints and logging. A task that is an analysis
-rather than a training run (e.g. the toy gradient-error sweep) overrides
-``analyze`` and sets ``trainable = False``.
-"""
+"""Helpers shared by the task modules: checked name lists and training-history totals.
+The contract with the trainer (``Task``, ``Analysis``) is aca.task."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
 
-import torch
-from omegaconf import DictConfig
-from torch import nn
-from torch.utils.data import Dataset
-from tqdm import tqdm
+from aca.errors import ConfigError
 
 
-def ode_options(cfg: DictConfig) -> dict[str, Any]:
-    """The keyword arguments for ``aca.odeint`` / ``aca.ODEBlock`` chosen by the
-    ``method`` and ``solver`` config groups."""
-    options: dict[str, Any] = {
-        "solver": cfg.solver.name,
-        "gradient": cfg.method.name,
-        "rtol": cfg.solver.rtol,
-        "atol": cfg.solver.atol,
-        "step_size": cfg.solver.step_size,
-    }
-    if cfg.method.get("max_checkpoints") is not None:
-        options["max_checkpoints"] = cfg.method.max_checkpoints
-    return options
+def check_names(names: Sequence[str], valid: Iterable[str], key: str) -> list[str]:
+    """``names`` as a list, or a ConfigError naming the first unknown one and the choices."""
+    valid = list(valid)
+    for name in names:
+        if name not in valid:
+            raise ConfigError(f"{key}: unknown name {name!r}; choose one of: {', '.join(valid)}")
+    return list(names)
 
 
-def show_progress(setting: str | bool) -> bool:
-    """``trainer.progress``: true, false, or auto (a bar only when stderr is a terminal)."""
-    setting = str(setting).lower()
-    return setting == "true" or (setting == "auto" and sys.stderr.isatty())
-
-
-class Task:
-    """Base class of every task; ``cfg`` is the whole resolved run config
-    (``cfg.task`` holds the task's own settings)."""
-
-    trainable: bool = True
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self.ode = ode_options(cfg)
-
-    def datasets(self) -> tuple[Dataset, Dataset]:
-        """Train and test datasets. Indexing with a list/tensor of indices must
-        return a whole batch (e.g. ``TensorDataset``), so the trainer can batch
-        by index without per-item collation."""
-        raise NotImplementedError
-
-    def model(self) -> nn.Module:
-        raise NotImplementedError
-
-    def prepare_batch(self, batch: Any, train: bool) -> Any:
-        """Per-batch work on the training device (augmentation, masking)."""
-        return batch
-
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss of one batch and scalar metrics to log with it."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, batch: Any) -> dict[str, float]:
-        """Metrics of one test batch; the trainer averages them weighted by batch size."""
-        _, metrics = self.loss(model, batch)
-        return metrics
-
-    def report(self, model: nn.Module, history: list[dict[str, float]], out_dir: Path) -> dict:
-        """Task-specific final results (and figures written to ``out_dir``) added
-        to ``result.json`` after training."""
-        return {}
-
-    def analyze(self, out_dir: Path) -> dict:
-        """Run a non-training task; returns what goes into ``result.json``."""
-        raise NotImplementedError
-
-    def progress(self, items: Iterable, total: int | None = None, desc: str = "") -> tqdm:
-        """``items`` with a progress bar for a long analysis, shown as training's is
-        (``trainer.progress``)."""
-        return tqdm(items, total=total, desc=desc, leave=False,
-                    disable=not show_progress(self.cfg.trainer.progress))
+def history_totals(history: list[dict[str, float]]) -> dict[str, float]:
+    """Totals over the trainer's per-epoch history: NFE and wall time, plus the
+    last epoch's losses."""
+    totals: dict[str, float] = {"epochs": len(history)}
+    for key in ("nfe_forward", "nfe_backward", "time_s"):
+        values = [entry[key] for entry in history if key in entry]
+        if values:
+            totals[f"total_{key}"] = float(sum(values))
+    if history:
+        for key, value in history[-1].items():
+            if key.startswith(("train_", "test_")):
+                totals[f"final_{key}"] = value
+    return totals

@@ -2,23 +2,25 @@
 
 ``aca-run task=cifar10 task.model=node18 method=aca`` trains on the standard
 pickle folders in ``data_dir``; the CPU default in configs/task/cifar10.yaml is
-a narrow network on a subset, the paper recipe is ``+experiment=cifar10_paper``.
+a narrow network on a subset, the paper recipe is ``+experiment=cifar_paper``
+(``task=cifar100`` for CIFAR-100).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from aca.data.cifar import CIFAR_SPECS, load_cifar, normalize, random_crop_flip
 from aca.models.resnet import MODEL_NAMES, build_model, parameter_count
-from aca.tasks.base import Task
-from aca.train.config import ConfigError
+from aca.task import Task
+from aca.tasks.base import check_names
 
 
 class ImageClassificationTask(Task):
@@ -29,15 +31,13 @@ class ImageClassificationTask(Task):
     num_classes: int = 10
     in_channels: int = 3
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        if cfg.task.model not in MODEL_NAMES:
-            raise ConfigError(
-                f"unknown task.model {cfg.task.model!r}; choose one of {list(MODEL_NAMES)}"
-            )
+    def __init__(self, settings: DictConfig, ode: dict[str, Any], seed: int = 0,
+                 data_dir: str | Path = "data") -> None:
+        super().__init__(settings, ode, seed, data_dir)
+        check_names([settings.model], MODEL_NAMES, "task.model")
 
     def model(self) -> nn.Module:
-        task = self.cfg.task
+        task = self.settings
         return build_model(
             task.model,
             num_classes=self.num_classes,
@@ -48,7 +48,7 @@ class ImageClassificationTask(Task):
         )
 
     def loss(
-        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
         images, labels = batch
         logits = model(images)
@@ -56,25 +56,24 @@ class ImageClassificationTask(Task):
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return loss, {"loss": loss.item(), "acc": accuracy.item()}
 
-    def report(self, model: nn.Module, history: list[dict[str, float]], out_dir: Path) -> dict:
-        return {"model": self.cfg.task.model, "parameters": parameter_count(model)}
+    def report(self, model: nn.Module, data: tuple[Dataset, Dataset],
+               history: list[dict[str, float]], out_dir: Path) -> dict:
+        return {"model": self.settings.model, "parameters": parameter_count(model)}
 
 
 class CifarTask(ImageClassificationTask):
     """CIFAR-10 or CIFAR-100 (``task.dataset``) held as uint8 tensors; random
     crop/flip and normalisation happen per batch on the training device."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        if cfg.task.dataset not in CIFAR_SPECS:
-            raise ConfigError(f"unknown task.dataset {cfg.task.dataset!r}; "
-                              f"choose one of {sorted(CIFAR_SPECS)}")
-        self.spec = CIFAR_SPECS[cfg.task.dataset]
-        self.num_classes = self.spec.num_classes
+    def __init__(self, settings: DictConfig, ode: dict[str, Any], seed: int = 0,
+                 data_dir: str | Path = "data") -> None:
+        super().__init__(settings, ode, seed, data_dir)
+        check_names([settings.dataset], sorted(CIFAR_SPECS), "task.dataset")
+        self.num_classes = CIFAR_SPECS[settings.dataset].num_classes
 
     def datasets(self) -> tuple[TensorDataset, TensorDataset]:
-        task = self.cfg.task
-        data = load_cifar(self.cfg.data_dir, task.dataset, verify=task.verify_checksums)
+        task = self.settings
+        data = load_cifar(self.data_dir, task.dataset, verify=task.verify_checksums)
         train_size, test_size = task.get("train_size"), task.get("test_size")
         train = TensorDataset(data.train_images[:train_size], data.train_labels[:train_size])
         test = TensorDataset(data.test_images[:test_size], data.test_labels[:test_size])
@@ -84,6 +83,6 @@ class CifarTask(ImageClassificationTask):
         self, batch: tuple[torch.Tensor, torch.Tensor], train: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
-        if train and self.cfg.task.augment:
+        if train and self.settings.augment:
             images = random_crop_flip(images, padding=4)
         return normalize(images), labels

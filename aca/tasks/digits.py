@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
+from aca.errors import ConfigError, MissingExtraError
 from aca.tasks.cifar import ImageClassificationTask
 
 DIGITS_MAX_VALUE = 16.0  # pixel values are integers 0..16
@@ -18,9 +19,7 @@ def load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise ImportError(
-            "task=digits needs scikit-learn: pip install -e '.[digits]'"
-        ) from error
+        raise MissingExtraError("task=digits (scikit-learn's digits)", "digits", error) from error
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / DIGITS_MAX_VALUE
     return images, torch.tensor(digits.target, dtype=torch.int64)
@@ -32,7 +31,8 @@ def stratified_split(
     """Train and test indices with each class split in the same proportion;
     fixed by ``seed`` so that every run (and every method) sees the same split."""
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        raise ConfigError(f"task.test_fraction={test_fraction} is invalid; expected a fraction "
+                          "in (0, 1)")
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
     for label in labels.unique():
@@ -53,7 +53,7 @@ class DigitsTask(ImageClassificationTask):
     def datasets(self) -> tuple[TensorDataset, TensorDataset]:
         images, labels = load_digits_tensors()
         train_index, test_index = stratified_split(
-            labels, self.cfg.task.test_fraction, self.cfg.task.split_seed
+            labels, self.settings.test_fraction, self.settings.split_seed
         )
         train_images = images[train_index]
         images = (images - train_images.mean()) / train_images.std()

@@ -10,28 +10,19 @@ scored by how well they extrapolate on [0, T_test].
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import aca
-from aca import provenance
-from aca.tasks._results import (
-    check_names,
-    history_totals,
-    markdown_table,
-    publish,
-    pyplot,
-    write_csv,
-    write_json,
-)
-from aca.tasks.base import Task
+from aca.report import figures
+from aca.task import Task
+from aca.tasks.base import check_names, history_totals
 
 # The authors' reference quantities (torch_ACA/three_body_problem_dense.py).
 G = 6.67408e-11                              # N m^2 / kg^2
@@ -45,7 +36,6 @@ K2 = VELOCITY_UNIT * TIME_UNIT / LENGTH_UNIT
 TRUE_MASSES = (1.1, 1.1, 0.9)
 INITIAL_POSITIONS = ((0.0, 0.2, 0.0), (0.5, 0.0, 0.5), (0.0, 0.0, 0.5))
 INITIAL_VELOCITIES = ((0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (0.1, 0.0, 0.0))
-PAPER_MASSES = (1.099986, 1.100022, 0.899978)   # the authors' recovered masses (ACA)
 MODELS = ("physics", "neural")
 PAIRS = ((0, 1), (0, 2), (1, 2))
 DATA_TOL = 1e-11
@@ -107,24 +97,24 @@ def observation_times(T: float, count: int) -> torch.Tensor:
 class ThreeBody(Task):
     """Learn the masses (or a black-box field) from observed positions on [0, T_train]."""
 
-    def __init__(self, cfg: Any) -> None:
-        super().__init__(cfg)
-        check_names([cfg.task.model], MODELS, "task.model")
+    def __init__(self, settings: DictConfig, ode: dict[str, Any], seed: int = 0,
+                 data_dir: str | Path = "data") -> None:
+        super().__init__(settings, ode, seed, data_dir)
+        check_names([settings.model], MODELS, "task.model")
 
-    @functools.cache  # noqa: B019 (one task object per run; the report reuses the data)
     def datasets(self) -> tuple[Dataset, Dataset]:
         """One trajectory each; a batch is (times[None], positions[None])."""
-        task = self.cfg.task
+        task = self.settings
         train_times = observation_times(float(task.T_train), int(task.n_train))
         test_times = observation_times(float(task.T_test), int(task.n_test))
         return (TensorDataset(train_times[None], true_positions(train_times)[None]),
                 TensorDataset(test_times[None], true_positions(test_times)[None]))
 
     def model(self) -> nn.Module:
-        generator = torch.Generator().manual_seed(int(self.cfg.seed))
-        if self.cfg.task.model == "neural":
-            return NeuralVectorField(int(self.cfg.task.hidden), generator)
-        low, high = self.cfg.task.mass_init_range
+        generator = torch.Generator().manual_seed(self.seed)
+        if self.settings.model == "neural":
+            return NeuralVectorField(int(self.settings.hidden), generator)
+        low, high = self.settings.mass_init_range
         masses = low + (high - low) * torch.rand(3, generator=generator, dtype=torch.float64)
         return ThreeBodyGravity(masses)
 
@@ -141,97 +131,50 @@ class ThreeBody(Task):
         metrics["mass_error"] = max(abs(m - t) for m, t in zip(masses, TRUE_MASSES, strict=True))
         return metrics
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Any,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The authors' loss: sum_t decay^t |pos(t) - observed(t)|^2 / n_points."""
         times, observed = batch[0][0], batch[1][0]
         squared = ((self.predict(model, times) - observed) ** 2).sum(-1)
-        loss = (squared * float(self.cfg.task.loss_decay) ** times).sum() / len(times)
+        loss = (squared * float(self.settings.loss_decay) ** times).sum() / len(times)
         return loss, {"rmse": squared.mean().sqrt().item(), **self._mass_metrics(model)}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batch: Any) -> dict[str, float]:
-        """Extrapolation: position RMSE over [0, T_test] and over (T_train, T_test] alone;
-        ``loss`` is the training loss formula on the test window."""
-        times, observed = batch[0][0], batch[1][0]
+    def evaluate(self, model: nn.Module, batch: Any, step: int) -> dict[str, float]:
+        return self.extrapolation(model, batch[0][0], batch[1][0])
+
+    @torch.no_grad()
+    def extrapolation(self, model: nn.Module, times: torch.Tensor,
+                      observed: torch.Tensor) -> dict[str, float]:
+        """Position RMSE over [0, T_test] and over (T_train, T_test] alone; ``loss`` is the
+        training loss formula on the test window."""
         squared = ((self.predict(model, times) - observed) ** 2).sum(-1)
-        beyond = times > float(self.cfg.task.T_train)
-        loss = (squared * float(self.cfg.task.loss_decay) ** times).sum() / len(times)
+        beyond = times > float(self.settings.T_train)
+        loss = (squared * float(self.settings.loss_decay) ** times).sum() / len(times)
         return {"loss": loss.item(), "extrap_rmse": squared.mean().sqrt().item(),
                 "extrap_rmse_beyond": squared[beyond].mean().sqrt().item(),
                 **self._mass_metrics(model)}
 
-    def report(self, model: nn.Module, history: list[dict[str, float]], out_dir: Path) -> dict:
-        task = self.cfg.task
+    def report(self, model: nn.Module, data: tuple[Dataset, Dataset],
+               history: list[dict[str, float]], out_dir: Path) -> dict:
+        """The run's record (masses, extrapolation errors, history totals, the observed
+        window and the true and predicted curves on the test window, 201 points) and
+        ``three_body_<model>_<method>.png``."""
+        task = self.settings
         device = next(model.parameters()).device
-        _, test = self.datasets()
-        times, truth = test[0]
+        times, truth = data[1][0]
         with torch.no_grad():
             predicted = self.predict(model, times.to(device)).cpu()
-        record = {"method": self.cfg.method.name, "model": task.model,
+        record = {"method": self.ode["gradient"], "model": task.model,
                   "solver": self.ode["solver"], "rtol": self.ode["rtol"],
                   "atol": self.ode["atol"], **self._mass_metrics(model),
-                  **self.evaluate(model, (times[None].to(device), truth[None].to(device))),
+                  **self.extrapolation(model, times.to(device), truth.to(device)),
                   **history_totals(history)}
         kept = torch.linspace(0, len(times) - 1, min(len(times), 201)).round().long()
         curves = {"times": times[kept].tolist(), "truth": truth[kept].tolist(),
                   "predicted": predicted[kept].tolist()}
         name = f"{record['model']}_{record['method']}"
-        out_dir = Path(out_dir)
-        plot_trajectories({name: curves}, float(task.T_train), out_dir / f"three_body_{name}.png")
-        saved = {**record, "curves": curves, "provenance": provenance.stamp()}
-        write_json(out_dir / f"three_body_{name}.json", saved)
-        if task.get("results_dir"):
-            publish(out_dir, task.results_dir, [f"three_body_{name}.png"])
-            write_json(Path(task.results_dir) / "runs" / f"{name}.json", saved)
-            write_summary(Path(task.results_dir), float(task.T_train))
-        return record
-
-
-def plot_trajectories(runs: dict[str, dict], T_train: float, path: Path) -> None:
-    """Per body, the x-y projection of the true orbit on [0, T_test] and each
-    run's prediction; the training window ends at the marked point."""
-    plt = pyplot()
-    first = next(iter(runs.values()))
-    times = torch.tensor(first["times"])
-    truth = torch.tensor(first["truth"])
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    for body, axis in enumerate(axes):
-        columns = slice(3 * body, 3 * body + 2)
-        axis.plot(*truth[:, columns].T.numpy(), color="black", lw=2.5, label="true orbit")
-        boundary = int(torch.searchsorted(times, torch.tensor(T_train)).clamp(max=len(times) - 1))
-        axis.plot(*truth[boundary, columns].numpy(), "k*", ms=12,
-                  label=f"end of observed window t={T_train:g}")
-        for name, run in runs.items():
-            predicted = torch.tensor(run["predicted"])
-            axis.plot(*predicted[:, columns].T.numpy(), "--", lw=1.5, label=f"predicted: {name}")
-        axis.set_xlabel("x (length unit 5.326e12 m)")
-        axis.set_ylabel("y (length unit 5.326e12 m)")
-        axis.set_title(f"Body {body + 1} (true mass {TRUE_MASSES[body]:g})")
-        axis.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"Three-body: true vs predicted positions on [0, {times[-1].item():g}] "
-                 "(time unit 40.75 years), x-y projection")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_summary(directory: Path, T_train: float) -> None:
-    """Rebuild three_body.md/.csv and the combined figure from ``directory/runs``."""
-    records = [json.loads(path.read_text()) for path in sorted((directory / "runs").glob("*.json"))]
-    keys = ["model", "method", "m1", "m2", "m3", "mass_error", "extrap_rmse",
-            "extrap_rmse_beyond", "total_nfe_forward", "total_nfe_backward", "total_time_s",
-            "epochs", "solver", "rtol", "atol"]
-    rows = [[record.get(key, "-") for key in keys] for record in records]
-    write_csv(directory / "three_body.csv", keys, rows)
-    shown = [[f"{value:.6f}" if key in ("m1", "m2", "m3") and isinstance(value, float)
-              else value for key, value in zip(keys, row, strict=True)] for row in rows]
-    paper = ", ".join(f"{mass:.6f}" for mass in PAPER_MASSES)
-    (directory / "three_body.md").write_text(
-        "# Three-body problem: learn the masses, extrapolate\n\n"
-        f"True masses {TRUE_MASSES}; the paper's ACA run recovers ({paper}).\n"
-        "mass_error = max |m_i - true m_i|; extrap_rmse = position RMSE over the test window, "
-        "extrap_rmse_beyond = over the part after the observed window.\n\n"
-        + markdown_table(keys, shown))
-    plot_trajectories({f"{record['model']}, {record['method']}": record["curves"]
-                       for record in records}, T_train, directory / "three_body_trajectories.png")
+        figures.three_body_orbits({name: curves}, float(task.T_train), TRUE_MASSES,
+                                  Path(out_dir) / f"three_body_{name}.png")
+        return {**record, "T_train": float(task.T_train), "true_masses": list(TRUE_MASSES),
+                "curves": curves}

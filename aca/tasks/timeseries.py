@@ -11,7 +11,8 @@ Each series keeps ``task.observed_fraction`` of its time points for the encoder
 time point. The training loss is the Gaussian negative log-likelihood (noise
 ``task.obs_std``) of all existing points plus an annealed KL term (Latent ODE);
 the test metric ``mse`` is the mean squared error over all existing points,
-observed and unobserved.
+observed and unobserved. The KL weight follows the trainer's global step, so a resumed
+run continues the annealing where it stopped.
 """
 
 from __future__ import annotations
@@ -22,21 +23,17 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
-from aca.data.hopper import hopper_times, load_hopper, min_max_scale, random_windows
+from aca.data.hopper import HOPPER_DIMS, hopper_times, load_hopper, min_max_scale, random_windows
 from aca.data.irregular import check_fraction, make_sines, sample_observed_mask, union_times
 from aca.models.latent_ode import LatentODE
 from aca.models.ode_rnn import ODERNNModel
-from aca.tasks._results import pyplot
-from aca.tasks.base import Task
+from aca.report import figures
+from aca.task import Task
+from aca.tasks.base import check_names
 
 MODELS = ("latent_ode", "ode_rnn")
-# Axis labels of each task's figures: (time, value).
-AXIS_LABELS = {
-    "mujoco": ("time (physics steps / 200)", "min-max scaled"),
-    "sines": ("time (arbitrary units)", "arbitrary units"),
-}
 
 
 class SeriesBatch(NamedTuple):
@@ -49,68 +46,72 @@ class SeriesBatch(NamedTuple):
     times: torch.Tensor
 
 
-class TimeSeriesTask(Task):
-    """Shared by the Hopper and sine tasks; subclasses supply :meth:`load`."""
+class SeriesDataset(Dataset):
+    """Series on one shared time grid: ``values``, ``mask`` and ``observed`` are
+    ``(N, T, D)``; indexing with a list of indices returns the batch
+    ``(values, mask, observed, times)``."""
 
-    def __init__(self, cfg: DictConfig) -> None:
-        super().__init__(cfg)
-        self.settings = cfg.task
-        self.fraction = check_fraction(self.settings.observed_fraction)
-        if self.settings.model not in MODELS:
-            raise ValueError(
-                f"task.model={self.settings.model!r} is unknown; choose one of: {', '.join(MODELS)}"
-            )
-        self.train_steps = 0
-        self.times: torch.Tensor | None = None
-        self._datasets: tuple[TensorDataset, TensorDataset] | None = None
+    def __init__(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                 observed: torch.Tensor) -> None:
+        self.times, self.values, self.mask, self.observed = times, values, mask, observed
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: Any) -> tuple[torch.Tensor, ...]:
+        return self.values[index], self.mask[index], self.observed[index], self.times
+
+
+class TimeSeriesTask(Task):
+    """Shared by the Hopper and sine tasks; subclasses supply :meth:`load` and
+    ``input_dim``."""
+
+    input_dim: int
+
+    def __init__(self, settings: DictConfig, ode: dict[str, Any], seed: int = 0,
+                 data_dir: str | Path = "data") -> None:
+        super().__init__(settings, ode, seed, data_dir)
+        self.fraction = check_fraction(settings.observed_fraction)
+        check_names([settings.model], MODELS, "task.model")
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """``times (T,)``, ``values (N, T, D)``, ``mask (N, T, D)`` and the number of
         leading series that form the training set."""
         raise NotImplementedError
 
-    def datasets(self) -> tuple[TensorDataset, TensorDataset]:
-        """(values, mask, observed) per series; ``observed`` is drawn once with the
-        run's seed so every method is tested on the same points."""
-        if self._datasets is None:
-            times, values, mask, n_train = self.load()
-            generator = torch.Generator().manual_seed(int(self.cfg.seed) + 1)
-            observed = sample_observed_mask(mask, self.fraction, generator)
-            self.times = times
-            self._datasets = (
-                TensorDataset(values[:n_train], mask[:n_train], observed[:n_train]),
-                TensorDataset(values[n_train:], mask[n_train:], observed[n_train:]),
-            )
-        return self._datasets
+    def datasets(self) -> tuple[SeriesDataset, SeriesDataset]:
+        """The train and test series; which points the encoder sees (``observed``) is drawn
+        once with the run's seed so every method is tested on the same points."""
+        times, values, mask, n_train = self.load()
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        observed = sample_observed_mask(mask, self.fraction, generator)
+        return (SeriesDataset(times, values[:n_train], mask[:n_train], observed[:n_train]),
+                SeriesDataset(times, values[n_train:], mask[n_train:], observed[n_train:]))
 
     def model(self) -> nn.Module:
         settings = self.settings
-        input_dim = self.datasets()[0].tensors[0].shape[-1]
         if settings.model == "ode_rnn":
-            return ODERNNModel(input_dim, settings.latent_dim, settings.units,
+            return ODERNNModel(self.input_dim, settings.latent_dim, settings.units,
                                settings.gru_units, settings.rec_layers, self.ode)
         encoder_options = {"solver": "euler", "step_size": settings.encoder_step,
                            "gradient": self.ode["gradient"]}
-        return LatentODE(input_dim, settings.latent_dim, settings.rec_dims, settings.units,
+        return LatentODE(self.input_dim, settings.latent_dim, settings.rec_dims, settings.units,
                          settings.gru_units, settings.gen_layers, settings.rec_layers,
                          self.ode, encoder_options)
 
     def prepare_batch(self, batch: Any, train: bool) -> SeriesBatch:
         """Draw the observed points of a training batch afresh (on its device) and
         cut the shared grid to the batch's union of time points."""
-        values, mask, observed = batch
+        values, mask, observed, times = batch
         if train:
             observed = sample_observed_mask(mask, self.fraction)
-        if self.times is None:
-            self.datasets()
-        times = self.times.to(values.device)
         times, (mask, values, observed) = union_times(times, mask, values, observed)
         return SeriesBatch(values, mask, observed, times)
 
-    def kl_weight(self) -> float:
+    def kl_weight(self, step: int) -> float:
         """KL annealing: 0 for ``kl_warmup_steps`` training steps, then
         ``1 - kl_decay ** (steps after warm-up)`` (Rubanova's schedule, counted in steps)."""
-        after = self.train_steps - self.settings.kl_warmup_steps
+        after = step - self.settings.kl_warmup_steps
         return 0.0 if after < 0 else 1.0 - self.settings.kl_decay**after
 
     def _errors(self, model: nn.Module, batch: SeriesBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,19 +119,19 @@ class TimeSeriesTask(Task):
         predictions, kl = model(batch.times, batch.values * batch.observed, batch.observed)
         return (predictions - batch.values) ** 2 * batch.mask, kl
 
-    def loss(self, model: nn.Module, batch: SeriesBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: SeriesBatch,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
         squared, kl = self._errors(model, batch)
         points = batch.mask.sum(dim=(1, 2)).clamp(min=1)
         reconstruction = squared.sum(dim=(1, 2)) / points / (2 * self.settings.obs_std**2)
-        kl_weight = self.kl_weight()
-        self.train_steps += 1
+        kl_weight = self.kl_weight(step)
         loss = (reconstruction + kl_weight * kl).mean()
         mse = squared.sum() / batch.mask.sum().clamp(min=1)
         return loss, {"loss": loss.item(), "mse": mse.item(), "kl": kl.mean().item(),
                       "kl_weight": kl_weight}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, batch: SeriesBatch) -> dict[str, float]:
+    def evaluate(self, model: nn.Module, batch: SeriesBatch, step: int) -> dict[str, float]:
         """MSE over all existing points and over the unobserved ones only."""
         squared, _ = self._errors(model, batch)
         hidden = batch.mask * (1 - batch.observed)
@@ -140,11 +141,11 @@ class TimeSeriesTask(Task):
         }
 
     @torch.no_grad()
-    def predict_test_series(self, model: nn.Module, count: int) -> dict[str, torch.Tensor]:
+    def predict(self, model: nn.Module, test: SeriesDataset,
+                count: int) -> dict[str, torch.Tensor]:
         """Predictions for the first ``count`` test series, on CPU, for figures."""
-        test = self.datasets()[1]
         device = next(model.parameters()).device
-        batch = self.prepare_batch(tuple(t[:count].to(device) for t in test.tensors), train=False)
+        batch = self.prepare_batch(tuple(t.to(device) for t in test[:count]), train=False)
         was_training = model.training
         model.eval()
         predictions, _ = model(batch.times, batch.values * batch.observed, batch.observed)
@@ -153,41 +154,29 @@ class TimeSeriesTask(Task):
                 "mask": batch.mask.cpu(), "observed": batch.observed.cpu(),
                 "predictions": predictions.cpu()}
 
-    def report(self, model: nn.Module, history: list[dict[str, float]], out_dir: Path) -> dict:
+    def report(self, model: nn.Module, data: tuple[SeriesDataset, SeriesDataset],
+               history: list[dict[str, float]], out_dir: Path) -> dict:
         """Save the predictions for a few test series (``predictions.pt``, read by
-        ``scripts/timeseries_table.py``) and plot the first one."""
-        arrays = self.predict_test_series(model, count=4)
+        ``python scripts/reproduce.py summarize timeseries``), plot the first one, and
+        score the training set's per-dimension mean as a predictor of the test series."""
+        train, test = data
+        arrays = self.predict(model, test, count=4)
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
         torch.save(arrays, out_dir / "predictions.pt")
         title = (f"{self.settings.name}: {self.settings.model}, {self.ode['gradient']}, "
                  f"{self.fraction:.0%} observed")
-        plot_series(arrays, index=0, dims=list(self.settings.plot_dims), title=title,
-                    labels=AXIS_LABELS[self.settings.name], path=out_dir / "trajectories.png")
+        figures.series_prediction(arrays, index=0, dims=list(self.settings.plot_dims),
+                                  title=title, task=self.settings.name,
+                                  path=out_dir / "trajectories.png")
         return {"figure": "trajectories.png", "observed_fraction": self.fraction,
-                "model": self.settings.model}
+                "model": self.settings.model, "mean_baseline_mse": mean_baseline_mse(train, test)}
 
 
-def plot_series(arrays: dict[str, torch.Tensor], index: int, dims: list[int], title: str,
-                labels: tuple[str, str], path: Path) -> None:
-    """True values, observed points and predictions of one series, one panel per dim."""
-    plt = pyplot()
-    figure, axes = plt.subplots(len(dims), 1, figsize=(7, 2.2 * len(dims)), sharex=True,
-                                squeeze=False)
-    times = arrays["times"]
-    for axis, dim in zip(axes[:, 0], dims, strict=True):
-        exists = arrays["mask"][index, :, dim] > 0
-        seen = arrays["observed"][index, :, dim] > 0
-        axis.plot(times[exists], arrays["values"][index, exists, dim], "k-", label="true")
-        axis.plot(times[seen], arrays["values"][index, seen, dim], "ko", ms=4, label="observed")
-        axis.plot(times, arrays["predictions"][index, :, dim], "C1--", label="predicted")
-        axis.set_ylabel(f"dim {dim} ({labels[1]})")
-    axes[0, 0].legend(loc="best", fontsize=8)
-    axes[0, 0].set_title(title)
-    axes[-1, 0].set_xlabel(labels[0])
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+def mean_baseline_mse(train: SeriesDataset, test: SeriesDataset) -> float:
+    """Test MSE of predicting each dimension's training mean at every point: the score of
+    a model that learned nothing about the individual series."""
+    mean = (train.values * train.mask).sum(dim=(0, 1)) / train.mask.sum(dim=(0, 1))
+    return float(((test.values - mean) ** 2 * test.mask).sum() / test.mask.sum())
 
 
 class MujocoTask(TimeSeriesTask):
@@ -195,11 +184,13 @@ class MujocoTask(TimeSeriesTask):
     ``task.window`` consecutive points per trajectory, times ``arange(200)/200``,
     each dimension scaled to [0, 1] with the training set's range, 80/20 split."""
 
+    input_dim = HOPPER_DIMS
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         settings = self.settings
-        data = load_hopper(self.cfg.data_dir, settings.n_trajectories,
+        data = load_hopper(self.data_dir, settings.n_trajectories,
                            seed=settings.generator_seed)
-        generator = torch.Generator().manual_seed(int(self.cfg.seed))
+        generator = torch.Generator().manual_seed(self.seed)
         windows = random_windows(data, settings.window, generator)
         n_train = int(len(windows) * settings.train_fraction)
         values = min_max_scale(windows, windows[:n_train])
@@ -209,9 +200,11 @@ class MujocoTask(TimeSeriesTask):
 class SinesTask(TimeSeriesTask):
     """Noisy 2-D sinusoids, each seen at its own random times (:func:`make_sines`)."""
 
+    input_dim = 2
+
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         settings = self.settings
         times, values, mask = make_sines(
             settings.n_series, settings.n_times, settings.points_per_series, settings.t_end,
-            settings.noise_std, seed=int(self.cfg.seed))
+            settings.noise_std, seed=self.seed)
         return times, values, mask, int(len(values) * settings.train_fraction)

@@ -20,23 +20,12 @@ from torch import nn
 
 import aca
 from aca import provenance
-from aca.tasks._results import (
-    check_names,
-    markdown_table,
-    publish,
-    pyplot,
-    write_csv,
-    write_json,
-)
-from aca.tasks.base import Task
+from aca.report import figures
+from aca.report.format import markdown_table, write_csv, write_json
+from aca.report.paper import TOY_ABS_ERROR
+from aca.task import Analysis
+from aca.tasks.base import check_names
 
-# Absolute gradient errors at T ~ 19.5 read off the paper's toy figure (PAPER.md);
-# the paper does not state its alpha, z0 or tolerance.
-PAPER_ABS_ERROR_T19_5 = {"aca": 0.48, "adjoint": 0.78, "naive": 0.96}
-
-OUTPUT_FILES = ["toy.md", "toy.json", "toy_error_vs_T.csv", "toy_error_vs_tol.csv",
-                "toy_error_vs_T.png", "toy_error_vs_tol.png"]
-MARKERS = ("o", "s", "^", "v")
 ROW_KEYS = (
     "method", "solver", "rtol", "atol", "T", "grad_z0", "grad_alpha", "abs_err_z0",
     "rel_err_z0", "abs_err_alpha", "rel_err_alpha", "nfe_forward", "nfe_backward", "time_s",
@@ -92,11 +81,11 @@ def _ordering(rows: list[dict[str, Any]], key: str) -> list[str]:
 
 def ordering_sentence(report_rows: list[dict[str, Any]], T: float) -> str:
     """Whether our error ordering of the methods matches the paper's, per gradient."""
-    compared = [row for row in report_rows if row["method"] in PAPER_ABS_ERROR_T19_5]
+    compared = [row for row in report_rows if row["method"] in TOY_ABS_ERROR]
     if len(compared) < 2:
         return ("One gradient method ran, so there is no ordering to compare with the paper's "
                 "(task.methods=[aca,adjoint,naive] compares all three).")
-    paper = sorted((row["method"] for row in compared), key=PAPER_ABS_ERROR_T19_5.get)
+    paper = sorted((row["method"] for row in compared), key=TOY_ABS_ERROR.get)
     parts = []
     for key, name in (("abs_err_z0", "dL/dz0"), ("abs_err_alpha", "dL/dalpha")):
         ours = _ordering(compared, key)
@@ -122,19 +111,17 @@ def lowest_count_sentence(t_rows: list[dict[str, Any]], method: str) -> str:
     return f"{method} has the lowest error for " + " and for ".join(parts) + "."
 
 
-class ToyGradient(Task):
+class ToyGradient(Analysis):
     """Gradient error of each method against the closed form (analysis, no training)."""
 
-    trainable = False
-
     def _settings(self) -> tuple[list[str], list[str], list[float], float, float]:
-        task = self.cfg.task
+        task = self.settings
         return (check_names(task.methods, aca.GRADIENTS, "task.methods"),
                 check_names(task.solvers, aca.SOLVERS, "task.solvers"),
                 [float(tol) for tol in task.tolerances], float(task.alpha), float(task.z0))
 
     def analyze(self, out_dir: Path) -> dict:
-        task = self.cfg.task
+        task = self.settings
         methods, solvers, tolerances, alpha, z0 = self._settings()
         T_report = float(task.T_report)
         T_grid = sorted({*np.linspace(task.T_min, task.T_max, task.T_num).round(6).tolist(),
@@ -157,22 +144,21 @@ class ToyGradient(Task):
         write_csv(out_dir / "toy_error_vs_tol.csv", ROW_KEYS,
                   [[row[key] for key in ROW_KEYS] for row in tol_rows])
         (out_dir / "toy.md").write_text(summary_md)
-        write_json(out_dir / "toy.json", {"selected_method": self.cfg.method.name, "alpha": alpha,
+        write_json(out_dir / "toy.json", {"selected_method": self.ode["gradient"], "alpha": alpha,
                                           "z0": z0, "T_report": T_report,
                                           "at_T_report": report_rows,
                                           "provenance": provenance.stamp()})
-        self._plot_error_vs_T(t_rows, methods, out_dir / "toy_error_vs_T.png", alpha, z0)
-        self._plot_error_vs_tol(tol_rows, methods, solvers, out_dir / "toy_error_vs_tol.png",
-                                T_report)
-        publish(out_dir, task.get("results_dir"), OUTPUT_FILES)
-        return {"selected_method": self.cfg.method.name, "T_report": T_report,
+        figures.toy_error_vs_T(t_rows, methods, out_dir / "toy_error_vs_T.png", alpha, z0)
+        figures.toy_error_vs_tol(tol_rows, methods, solvers, out_dir / "toy_error_vs_tol.png",
+                                 T_report)
+        return {"selected_method": self.ode["gradient"], "T_report": T_report,
                 **{f"{key}.{row['method']}": row[key] for row in report_rows
                    for key in ("abs_err_z0", "rel_err_z0", "abs_err_alpha", "rel_err_alpha")},
                 "ordering": ordering_sentence(report_rows, T_report)}
 
     def _summary_markdown(self, report_rows: list[dict], t_rows: list[dict], tol_rows: list[dict],
                           alpha: float, z0: float, T_report: float) -> str:
-        selected = self.cfg.method.name
+        selected = self.ode["gradient"]
         exact_z0, exact_alpha = exact_gradients(alpha, z0, T_report)
         solver = self.ode["solver"]
         tol_text = (f"step_size={self.ode['step_size']}" if self.ode["step_size"]
@@ -182,7 +168,7 @@ class ToyGradient(Task):
         rows = [[row["method"] + (" (selected)" if row["method"] == selected else ""),
                  row["abs_err_z0"], row["rel_err_z0"], row["abs_err_alpha"], row["rel_err_alpha"],
                  row["nfe_forward"], row["nfe_backward"], 1e3 * row["time_s"],
-                 PAPER_ABS_ERROR_T19_5.get(row["method"], "-")] for row in report_rows]
+                 TOY_ABS_ERROR.get(row["method"], "-")] for row in report_rows]
         tol_headers = ["solver", "rtol=atol", "method", "rel err dL/dz0", "rel err dL/dalpha",
                        "NFE fwd", "NFE bwd", "time (ms)"]
         tol_table = [[row["solver"], row["rtol"], row["method"], row["rel_err_z0"],
@@ -201,54 +187,3 @@ class ToyGradient(Task):
             f"## Relative gradient error vs tolerance at T = {T_report:g}\n\n"
             + markdown_table(tol_headers, tol_table)
         )
-
-    @staticmethod
-    def _plot_error_vs_T(rows: list[dict], methods: list[str], path: Path, alpha: float,
-                         z0: float) -> None:
-        plt = pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for axis, key, name in ((axes[0], "abs_err_z0", "dL/dz0"),
-                                (axes[1], "abs_err_alpha", "dL/dα")):
-            for method, marker in zip(methods, MARKERS, strict=False):
-                picked = [row for row in rows if row["method"] == method]
-                axis.semilogy([row["T"] for row in picked],
-                              [max(row[key], 1e-300) for row in picked], marker=marker, ms=5,
-                              alpha=0.8, label=method)
-            axis.set_xlabel("integration time T (dimensionless)")
-            axis.set_ylabel(f"absolute error of {name}")
-            axis.set_title(f"Error of {name} vs T")
-            axis.grid(True, which="both", alpha=0.3)
-            axis.legend()
-        solver = rows[0]["solver"]
-        fig.suptitle(f"Toy ODE dz/dt = αz, α={alpha:g}, z0={z0:g}; {solver}, "
-                     f"rtol={rows[0]['rtol']:g}, atol={rows[0]['atol']:g}")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-
-    @staticmethod
-    def _plot_error_vs_tol(rows: list[dict], methods: list[str], solvers: list[str], path: Path,
-                           T: float) -> None:
-        plt = pyplot()
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        colors = dict(zip(methods, ("tab:blue", "tab:orange", "tab:green", "tab:red"),
-                          strict=False))
-        styles = dict(zip(solvers, ("-", "--", ":", "-."), strict=False))
-        for axis, key, name in ((axes[0], "rel_err_z0", "dL/dz0"),
-                                (axes[1], "rel_err_alpha", "dL/dα")):
-            for solver in solvers:
-                for method in methods:
-                    picked = [row for row in rows
-                              if row["method"] == method and row["solver"] == solver]
-                    axis.loglog([row["rtol"] for row in picked],
-                                [max(row[key], 1e-17) for row in picked], marker="o", ms=3,
-                                color=colors[method], linestyle=styles[solver],
-                                label=f"{method}, {solver}")
-            axis.set_xlabel("rtol = atol")
-            axis.set_ylabel(f"relative error of {name}")
-            axis.set_title(f"Error of {name} vs tolerance (T={T:g})")
-            axis.grid(True, which="both", alpha=0.3)
-        axes[1].legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)

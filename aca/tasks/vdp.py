@@ -14,29 +14,22 @@ x'' = mu (1 - x^2) x' - x, as the first-order system y = (x, x').
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 import aca
 from aca import provenance
-from aca.tasks._results import (
-    check_names,
-    history_totals,
-    markdown_table,
-    publish,
-    pyplot,
-    write_csv,
-    write_json,
-)
-from aca.tasks.base import Task
+from aca.report import figures
+from aca.report.format import markdown_table, write_csv, write_json
+from aca.task import Analysis, Task
+from aca.tasks.base import check_names, history_totals
 
 REFERENCE_TOL = 1e-12   # the gradient reference of the reconstruction analysis
 DATA_TOL = 1e-10        # the solves that make observed trajectories
@@ -105,13 +98,11 @@ def end_state_gradient(method: str, mu: float, y0: torch.Tensor, T: float,
     return gradient, info
 
 
-class VanDerPolReconstruction(Task):
+class VanDerPolReconstruction(Analysis):
     """Forward/reverse reconstruction and gradient error per method (analysis)."""
 
-    trainable = False
-
     def analyze(self, out_dir: Path) -> dict:
-        task = self.cfg.task
+        task = self.settings
         mu, T = float(task.mu), float(task.T)
         y0 = torch.tensor([float(task.x0), float(task.v0)], dtype=torch.float64)
         solvers = check_names(task.solvers, aca.SOLVERS, "task.solvers")
@@ -151,12 +142,9 @@ class VanDerPolReconstruction(Task):
         write_json(out_dir / "vdp_reconstruction.json", {"mu": mu, "T": T, "y0": y0.tolist(),
                                                          "rows": rows,
                                                          "provenance": provenance.stamp()})
-        self._plot_trajectories(figure_runs, reference, figure_times,
-                                out_dir / "vdp_reconstruction.png", mu, self.ode["solver"])
-        self._plot_errors(rows, solvers, methods, out_dir / "vdp_reconstruction_errors.png")
-        publish(out_dir, task.get("results_dir"),
-                ["vdp_reconstruction.csv", "vdp_reconstruction.md", "vdp_reconstruction.json",
-                 "vdp_reconstruction.png", "vdp_reconstruction_errors.png"])
+        figures.vdp_reconstruction(figure_runs, reference, figure_times,
+                                   out_dir / "vdp_reconstruction.png", mu, self.ode["solver"])
+        figures.vdp_errors(rows, solvers, methods, out_dir / "vdp_reconstruction_errors.png")
         return {"rows": rows}
 
     def _summary(self, rows: list[dict], methods: list[str], mu: float, T: float,
@@ -178,87 +166,18 @@ class VanDerPolReconstruction(Task):
             + markdown_table(headers, table)
         )
 
-    @staticmethod
-    def _plot_trajectories(runs: dict[float, dict], reference: torch.Tensor, times: torch.Tensor,
-                           path: Path, mu: float, solver: str) -> None:
-        plt = pyplot()
-        fig, (ax_time, ax_phase) = plt.subplots(1, 2, figsize=(15, 4.8),
-                                                gridspec_kw={"width_ratios": [1.4, 1]})
-        ax_time.plot(times.numpy(), reference[:, 0].numpy(), color="black", lw=2.5,
-                     label="forward x(t) (reference solve)")
-        ax_phase.plot(reference[:, 0].numpy(), reference[:, 1].numpy(), color="black", lw=2.5,
-                      label="forward (reference solve)")
-        for tol, run in runs.items():
-            reverse = run["reverse"].numpy()
-            ending = (f"x_rev(0)={reverse[-1, 0]:.3g}" if math.isfinite(run["error"])
-                      else f"blew up before t={run['times'][-1].item():.3g}")
-            label = f"reverse, rtol=atol={tol:g} ({ending})"
-            ax_time.plot(run["times"].numpy(), reverse[:, 0], "--", lw=1.5, label=label)
-            ax_phase.plot(reverse[:, 0], reverse[:, 1], "--", lw=1.5, label=label)
-        ax_time.set_xlabel("time t (dimensionless)")
-        ax_time.set_ylabel("x(t)")
-        ax_time.set_title("Forward solve and reverse-time reconstruction")
-        ax_phase.set_xlabel("x")
-        ax_phase.set_ylabel("dx/dt")
-        ax_phase.set_title("Phase plane (axes clipped to ±4)")
-        ax_phase.plot([reference[0, 0].item()], [reference[0, 1].item()], "k*", ms=12,
-                      label="y(0)")
-        ax_time.set_ylim(-4, 4)
-        ax_phase.set_xlim(-4, 4)
-        ax_phase.set_ylim(-4, 4)
-        for axis in (ax_time, ax_phase):
-            axis.grid(True, alpha=0.3)
-        ax_phase.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-        fig.suptitle(f"Van der Pol, μ={mu:g}: solve 0→T with {solver}, then T→0 from the end "
-                     "state with the same solver and tolerance")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-
-    @staticmethod
-    def _plot_errors(rows: list[dict], solvers: list[str], methods: list[str], path: Path) -> None:
-        plt = pyplot()
-        fig, (ax_rev, ax_grad) = plt.subplots(1, 2, figsize=(12, 4.5))
-        styles = dict(zip(solvers, ("-", "--", ":", "-."), strict=False))
-        ceiling = 1e3
-
-        def capped(values: list[float]) -> list[float]:
-            return [min(max(value, 1e-16), ceiling) for value in values]
-
-        for solver in solvers:
-            picked = [row for row in rows if row["solver"] == solver]
-            tols = [row["tol"] for row in picked]
-            ax_rev.loglog(tols, capped([row["reverse_error"] for row in picked]), marker="o",
-                          linestyle=styles[solver], label=solver)
-            for method in methods:
-                ax_grad.loglog(tols, capped([row[f"grad_rel_err_{method}"] for row in picked]),
-                               marker="o", ms=3, linestyle=styles[solver],
-                               color={"aca": "tab:blue", "adjoint": "tab:orange",
-                                      "naive": "tab:green"}.get(method),
-                               label=f"{method}, {solver}")
-        ax_rev.set_ylabel(f"|y_rev(0) - y(0)| (capped at {ceiling:g} = blew up)")
-        ax_rev.set_title("Reverse-time reconstruction error at t=0")
-        ax_grad.set_ylabel(f"relative error of d|y(T)|²/d(y0, μ) (capped at {ceiling:g} = failed)")
-        ax_grad.set_title("Gradient error per method")
-        for axis in (ax_rev, ax_grad):
-            axis.set_xlabel("rtol = atol")
-            axis.grid(True, which="both", alpha=0.3)
-            axis.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-
 
 class VanDerPolLearning(Task):
     """Fit mu to noisy observations of trajectories from random initial states."""
 
-    def __init__(self, cfg: Any) -> None:
-        super().__init__(cfg)
-        task = cfg.task
-        self.times = torch.linspace(0.0, float(task.T), int(task.n_points), dtype=torch.float64)
+    def __init__(self, settings: DictConfig, ode: dict[str, Any], seed: int = 0,
+                 data_dir: str | Path = "data") -> None:
+        super().__init__(settings, ode, seed, data_dir)
+        self.times = torch.linspace(0.0, float(settings.T), int(settings.n_points),
+                                    dtype=torch.float64)
 
     def _trajectories(self, count: int, generator: torch.Generator) -> TensorDataset:
-        task = self.cfg.task
+        task = self.settings
         y0 = (2 * torch.rand(count, 2, generator=generator, dtype=torch.float64) - 1) \
             * float(task.init_range)
         clean = simulate(float(task.mu), y0, self.times).transpose(0, 1)
@@ -266,77 +185,40 @@ class VanDerPolLearning(Task):
                                                 dtype=torch.float64)
         return TensorDataset(y0, clean + noise)
 
-    @functools.cache  # noqa: B019 (one task object per run; the report reuses the data)
     def datasets(self) -> tuple[Dataset, Dataset]:
-        generator = torch.Generator().manual_seed(int(self.cfg.seed))
-        task = self.cfg.task
+        generator = torch.Generator().manual_seed(self.seed)
+        task = self.settings
         return (self._trajectories(int(task.n_train), generator),
                 self._trajectories(int(task.n_test), generator))
 
     def model(self) -> nn.Module:
-        return VanDerPol(float(self.cfg.task.mu_init))
+        return VanDerPol(float(self.settings.mu_init))
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, model: nn.Module, batch: Any,
+             step: int) -> tuple[torch.Tensor, dict[str, float]]:
         y0, observed = batch
         predicted = aca.odeint(model, y0, self.times.to(y0.device), **self.ode).transpose(0, 1)
         loss = ((predicted - observed) ** 2).mean()
         mu = getattr(model, "module", model).mu.item()
         return loss, {"mse": loss.item(), "mu": mu,
-                      "mu_error": abs(mu - float(self.cfg.task.mu))}
+                      "mu_error": abs(mu - float(self.settings.mu))}
 
-    def report(self, model: nn.Module, history: list[dict[str, float]], out_dir: Path) -> dict:
-        task = self.cfg.task
+    def report(self, model: nn.Module, data: tuple[Dataset, Dataset],
+               history: list[dict[str, float]], out_dir: Path) -> dict:
+        """The run's record (method, solver, mu and its error, history totals) and
+        ``vdp_fit_<method>_<solver>_rtol<rtol>.png``: three test trajectories and the fit."""
+        task = self.settings
         mu = model.mu.item()
-        record = {"method": self.cfg.method.name, "solver": self.ode["solver"],
+        record = {"method": self.ode["gradient"], "solver": self.ode["solver"],
                   "rtol": self.ode["rtol"], "atol": self.ode["atol"], "mu_true": float(task.mu),
                   "mu_init": float(task.mu_init), "mu": mu, "mu_error": abs(mu - float(task.mu)),
                   **history_totals(history)}
+        y0, observed = data[1][: min(3, len(data[1]))]
+        with torch.no_grad():
+            fitted = aca.odeint(model, y0.to(model.mu.device), self.times.to(model.mu.device),
+                                **{**self.ode, "gradient": "aca"}).transpose(0, 1).cpu()
         name = f"{record['method']}_{record['solver']}_rtol{record['rtol']:g}"
-        out_dir = Path(out_dir)
-        self._plot_fit(model, out_dir / f"vdp_fit_{name}.png")
-        saved = {**record, "provenance": provenance.stamp()}
-        write_json(out_dir / f"vdp_{name}.json", saved)
-        if task.get("results_dir"):
-            publish(out_dir, task.results_dir, [f"vdp_fit_{name}.png"])
-            write_json(Path(task.results_dir) / "runs" / f"{name}.json", saved)
-            write_learning_summary(Path(task.results_dir))
+        figures.vdp_fit(self.times, fitted, observed,
+                        f"Van der Pol fit ({self.ode['gradient']}): μ = {mu:.4f}, "
+                        f"true {float(task.mu):g}", Path(out_dir) / f"vdp_fit_{name}.png")
         return record
-
-    @torch.no_grad()
-    def _plot_fit(self, model: nn.Module, path: Path) -> None:
-        plt = pyplot()
-        _, test = self.datasets()
-        y0, observed = test[: min(3, len(test))]
-        fitted = aca.odeint(model, y0.to(model.mu.device), self.times.to(model.mu.device),
-                            **{**self.ode, "gradient": "aca"}).transpose(0, 1).cpu()
-        fig, axis = plt.subplots(figsize=(7, 4.5))
-        times = self.times.numpy()
-        for index in range(len(y0)):
-            line, = axis.plot(times, fitted[index, :, 0].numpy(), lw=2,
-                              label=f"fitted, trajectory {index}")
-            axis.plot(times, observed[index, :, 0].numpy(), ".", color=line.get_color(), ms=3,
-                      label=f"observed, trajectory {index}")
-        axis.set_xlabel("time t (dimensionless)")
-        axis.set_ylabel("x(t)")
-        axis.set_title(f"Van der Pol fit ({self.cfg.method.name}): μ = {model.mu.item():.4f}, "
-                       f"true {float(self.cfg.task.mu):g}")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-
-
-def write_learning_summary(directory: Path) -> None:
-    """Rebuild vdp_learning.md/.csv from every run record in ``directory/runs``."""
-    records = [json.loads(path.read_text()) for path in sorted((directory / "runs").glob("*.json"))]
-    keys = ["method", "solver", "rtol", "atol", "mu_true", "mu_init", "mu", "mu_error",
-            "final_train_mse", "final_test_mse", "total_nfe_forward", "total_nfe_backward",
-            "total_time_s", "epochs"]
-    rows = [[record.get(key, "") for key in keys] for record in records]
-    write_csv(directory / "vdp_learning.csv", keys, rows)
-    (directory / "vdp_learning.md").write_text(
-        "# Van der Pol: recover mu from observed trajectories\n\n"
-        "mu_error = |mu - mu_true|; MSE of the positions and velocities at the observed times "
-        "(final epoch); NFE and time summed over all training epochs.\n\n"
-        + markdown_table(keys, rows))

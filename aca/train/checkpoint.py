@@ -1,4 +1,4 @@
-"""Checkpoints: model, optimizer, scheduler, epoch, RNG states and history, so an
+"""Checkpoints: model, optimizer, scheduler, epoch, global step, RNG states and history, so an
 interrupted run continues exactly where it stopped."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from aca.train.config import ConfigError
+from aca.errors import ConfigError
 
 
 def rng_state() -> dict[str, Any]:
@@ -44,7 +44,7 @@ def load(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"checkpoint {path} is a directory; give its last.pt or best.pt")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise ConfigError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # unpickling arbitrary bytes fails in many different ways

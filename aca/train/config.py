@@ -1,11 +1,12 @@
 """Checks of a run config that fail fast with a one-line message, before any data
-is loaded, and the task class named by ``task.cls``."""
+is loaded, and the task named by ``task.cls``, built from the run config."""
 
 from __future__ import annotations
 
 import importlib
 import math
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import aca
-from aca.tasks.base import Task
+from aca.errors import ConfigError
+from aca.task import Analysis, Task, ode_options
+from aca.train.optim import check_recipe
 
 
-class ConfigError(ValueError):
-    """A config value the trainer cannot use; the message names it and the valid choices."""
-
-
-def task_class(cfg: DictConfig) -> type[Task]:
+def task_class(cfg: DictConfig) -> type[Task] | type[Analysis]:
     """Import the class named by ``task.cls`` (``package.module.Class``)."""
     path = cfg.task.get("cls")
     if not path or "." not in path:
@@ -33,9 +32,26 @@ def task_class(cfg: DictConfig) -> type[Task]:
     except ModuleNotFoundError as error:
         raise ConfigError(f"task.cls={path!r}: cannot import module {module_name!r}") from error
     cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ConfigError(f"task.cls={path!r} is not a subclass of aca.tasks.base.Task")
+    if not (isinstance(cls, type) and issubclass(cls, (Task, Analysis))):
+        raise ConfigError(f"task.cls={path!r} is not a subclass of aca.task.Task or "
+                          "aca.task.Analysis")
     return cls
+
+
+def show_progress(setting: str | bool) -> bool:
+    """``trainer.progress``: true, false, or auto (a bar only when stderr is a terminal)."""
+    setting = str(setting).lower()
+    return setting == "true" or (setting == "auto" and sys.stderr.isatty())
+
+
+def build_task(cfg: DictConfig) -> Task | Analysis:
+    """The task of a run config, given what it needs of it: its own settings
+    (``cfg.task``), the ODE options of ``method`` and ``solver``, and the seed and data
+    directory (a Task) or whether to show progress bars (an Analysis)."""
+    cls = task_class(cfg)
+    if issubclass(cls, Analysis):
+        return cls(cfg.task, ode_options(cfg), progress=show_progress(cfg.trainer.progress))
+    return cls(cfg.task, ode_options(cfg), seed=cfg.seed, data_dir=cfg.data_dir)
 
 
 class _Decay(nn.Module):
@@ -124,7 +140,7 @@ def _check(cfg: DictConfig, settings: list[tuple[str, Callable[[Any], bool], str
 def check_config(cfg: DictConfig, trainable: bool = True) -> None:
     """Values no config group can catch (types and ranges, mode, ckpt, trainer switches),
     so that a bad one fails before any data is loaded; ``trainable`` adds the
-    training recipe's (``task.epochs``, ``task.batch_size``, ``task.optimizer.lr``)."""
+    training recipe's (``task.epochs``, ``task.batch_size``, the optimizer and schedule)."""
     if cfg.mode not in ("train", "eval"):
         raise ConfigError(f"unknown mode {cfg.mode!r}; choose one of: train, eval")
     if cfg.mode == "eval" and not cfg.ckpt:
@@ -132,6 +148,8 @@ def check_config(cfg: DictConfig, trainable: bool = True) -> None:
     if cfg.ckpt and not Path(cfg.ckpt).exists():
         raise ConfigError(f"checkpoint not found: ckpt={cfg.ckpt}")
     _check(cfg, RUN_SETTINGS + (TRAINING_SETTINGS if trainable else []))
+    if trainable:
+        check_recipe(cfg.task.optimizer, cfg.task.get("scheduler"))
     if cfg.trainer.monitor_mode not in ("min", "max"):
         raise ConfigError(f"unknown trainer.monitor_mode {cfg.trainer.monitor_mode!r}; "
                           "choose one of: min, max")

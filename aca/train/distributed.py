@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from aca.train.config import ConfigError
+from aca.errors import ConfigError
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from aca.train.config import ConfigError
+from aca.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

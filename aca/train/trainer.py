@@ -1,8 +1,9 @@
 """The shared training loop: one for every task, whatever the gradient method.
 
-A task (aca.tasks.base.Task) supplies data, model, loss and metrics; this module
-owns seeding, devices, DDP, batching, optimizer and schedule, evaluation,
-checkpoints, resume, NFE and wall-time accounting, and the run records.
+A task (aca.task.Task) supplies data, model, loss and metrics; this module owns
+seeding, devices, DDP, batching, optimizer and schedule, the global step, evaluation,
+checkpoints, resume, NFE and wall-time accounting, and the run records. An analysis
+(aca.task.Analysis) is run once instead.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ from tqdm import tqdm
 
 import aca
 from aca import provenance
-from aca.tasks.base import Task, ode_options, show_progress
+from aca.errors import ConfigError
+from aca.task import Analysis, Task, ode_options
 from aca.train import checkpoint, distributed
-from aca.train.config import ConfigError, check_config, check_ode_options, task_class
+from aca.train.config import (
+    build_task,
+    check_config,
+    check_ode_options,
+    show_progress,
+    task_class,
+)
 from aca.train.distributed import DistInfo
 from aca.train.loggers import (
     NullLogger,
@@ -106,7 +114,8 @@ class Trainer:
         self.device = info.device
         cap = self.settings.max_epochs
         self.epochs = min(int(cfg.task.epochs), cap) if cap else int(cfg.task.epochs)
-        self.train_set, self.test_set = task.datasets()
+        self.data = task.datasets()  # built once: trained and tested on, then reported on
+        self.train_set, self.test_set = self.data
         if cfg.task.batch_size % info.world_size:
             hint = (f"; {cfg.task.name}'s training set has {len(self.train_set)} example(s), "
                     "so run it in one process" if len(self.train_set) < info.world_size
@@ -119,12 +128,11 @@ class Trainer:
         if self.settings.compile:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = build_optimizer(self.model.parameters(), cfg.task.optimizer)
-        scheduler_cfg = cfg.task.get("scheduler") or OmegaConf.create({"name": "none"})
-        self.step_scheduler_per_batch = scheduler_cfg.get("interval", "epoch") == "step"
-        self.scheduler = build_scheduler(self.optimizer, scheduler_cfg, self.epochs,
-                                         len(self._train_batches(0)))
+        self.scheduler, self.step_scheduler_per_batch = build_scheduler(
+            self.optimizer, cfg.task.get("scheduler"))
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
+        self.step = 0  # optimizer steps taken: the clock of schedules inside a task's loss
         self.best: float | None = None
         self.logger = logger or NullLogger()
         self.progress = info.is_main and show_progress(self.settings.progress)
@@ -168,15 +176,16 @@ class Trainer:
         bar = tqdm(self._loader(self.train_set, batches), total=len(batches), leave=False,
                    desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress)
         with aca.track_stats() as stats:
-            for step, batch in enumerate(bar, start=1):
+            for batches_done, batch in enumerate(bar, start=1):
                 batch = self.task.prepare_batch(to_device(batch, self.device), train=True)
                 self.optimizer.zero_grad(set_to_none=True)
                 with self._autocast():
-                    loss, metrics = self.task.loss(self.train_model, batch)
+                    loss, metrics = self.task.loss(self.train_model, batch, self.step)
                 loss.backward()
                 if self.settings.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
                 self.optimizer.step()
+                self.step += 1
                 if self.step_scheduler_per_batch:
                     self.scheduler.step()
                 count = batch_length(batch)
@@ -184,7 +193,7 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + float(value) * count
                 sums["count"] = sums.get("count", 0.0) + count
                 bar.set_postfix(loss=f"{sums['loss'] / sums['count']:.4g}",
-                                nfe=(stats.nfe_forward + stats.nfe_backward) // step,
+                                nfe=(stats.nfe_forward + stats.nfe_backward) // batches_done,
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.3g}")
         elapsed = time.perf_counter() - started
         sums = distributed.sum_across_ranks(sums, self.info)
@@ -206,7 +215,7 @@ class Trainer:
             for batch in self._loader(self.test_set, self._test_batches()):
                 batch = self.task.prepare_batch(to_device(batch, self.device), train=False)
                 with self._autocast():
-                    metrics = self.task.evaluate(self.model, batch)
+                    metrics = self.task.evaluate(self.model, batch, self.step)
                 count = batch_length(batch)
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value) * count
@@ -224,7 +233,8 @@ class Trainer:
     def save(self, name: str, epoch: int) -> None:
         checkpoint.save(self.out_dir / name, model=self.model.state_dict(),
                         optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict(), epoch=epoch, best=self.best,
+                        scheduler=self.scheduler.state_dict(), epoch=epoch, step=self.step,
+                        best=self.best,
                         history=self.history, config=OmegaConf.to_container(self.cfg, resolve=True))
 
     def load_weights(self, path: str | Path) -> dict[str, Any]:
@@ -254,11 +264,14 @@ class Trainer:
         return state
 
     def resume(self, path: Path) -> None:
-        """Continue from a checkpoint: weights, optimizer, schedule, epoch, history, RNG."""
+        """Continue from a checkpoint: weights, optimizer, schedule, epoch, global step,
+        history, RNG. (A checkpoint older than the global step counts its epochs' batches.)"""
         state = self.load_weights(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.start_epoch, self.best, self.history = state["epoch"], state["best"], state["history"]
+        self.step = state.get("step", sum(len(self._train_batches(epoch))
+                                          for epoch in range(self.start_epoch)))
         checkpoint.set_rng_state(state["rng"])
         log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
@@ -288,6 +301,7 @@ class Trainer:
             row: dict[str, Any] = {"epoch": epoch + 1,
                                    "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self.train_epoch(epoch))
+            row["step"] = self.step
             if not self.step_scheduler_per_batch:
                 self.scheduler.step()
             last_epoch = epoch + 1 == self.epochs
@@ -319,7 +333,8 @@ class Trainer:
         if self.info.enabled:
             result["ddp_replica_max_diff"] = distributed.replica_divergence(self.model, self.info)
         if self.info.is_main:
-            result["report"] = self.task.report(self.model, self.history, self.out_dir)
+            result["report"] = self.task.report(self.model, self.data, self.history,
+                                                self.out_dir)
         return result
 
 
@@ -351,12 +366,11 @@ def _print_result(result: dict[str, Any]) -> None:
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Run one config (train, eval or a non-trainable task's analysis) writing into
-    ``out_dir``: config.yaml (resolved), metrics.csv, result.json, checkpoints. Under
-    torchrun it runs data-parallel and only rank 0 writes. Returns the result."""
+    """Run one config (train or eval a Task, or run an Analysis) writing into ``out_dir``:
+    config.yaml (resolved), metrics.csv, result.json, checkpoints. Under torchrun it runs
+    data-parallel and only rank 0 writes. Returns the result."""
     provenance.stamp()  # taken now, as the code was loaded, for every record of this process
-    cls = task_class(cfg)
-    check_config(cfg, trainable=cls.trainable)
+    check_config(cfg, trainable=issubclass(task_class(cfg), Task))
     check_ode_options(ode_options(cfg))
     set_threads(cfg.trainer.threads)
     info = distributed.setup(cfg.trainer.ddp, cfg.trainer.device)
@@ -365,8 +379,8 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_config(cfg, out_dir)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    task = cls(cfg)
-    if not task.trainable:
+    task = build_task(cfg)
+    if isinstance(task, Analysis):
         result = run_summary(cfg)
         if info.is_main:
             result["result"] = task.analyze(out_dir)

@@ -1,0 +1,299 @@
+"""Every figure: those a run draws into its own folder (toy, van der Pol, three-body, time
+series) and the cross-run ones the summaries draw (CIFAR/digits, time-series methods,
+three-body). Each takes plain numbers (lists, tensors) and a path, and saves through
+:func:`aca.report.format.save_figure`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from aca.report.format import pyplot, save_figure
+
+MARKERS = ("o", "s", "^", "v")
+METHOD_COLORS = {"aca": "tab:blue", "adjoint": "tab:orange", "naive": "tab:green"}
+LINE_STYLES = ("-", "--", ":", "-.")
+# Axis labels of the time-series tasks' figures: (time, value).
+SERIES_AXES = {
+    "mujoco": ("time (physics steps / 200)", "min-max scaled"),
+    "sines": ("time (arbitrary units)", "arbitrary units"),
+}
+# Line styles of the methods in the time-series comparison (overlapping curves stay visible).
+SERIES_METHOD_STYLES = {"aca": "--", "adjoint": ":", "naive": "-."}
+SERIES_MODEL_TITLES = {"latent_ode": "Latent ODE", "ode_rnn": "ODE-RNN"}
+
+
+# ------------------------------------------------------------------------------ toy
+
+
+def toy_error_vs_T(rows: list[dict], methods: list[str], path: Path, alpha: float,
+                   z0: float) -> Path:
+    """Absolute error of both gradients against T, one line per method."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, key, name in ((axes[0], "abs_err_z0", "dL/dz0"),
+                            (axes[1], "abs_err_alpha", "dL/dα")):
+        for method, marker in zip(methods, MARKERS, strict=False):
+            picked = [row for row in rows if row["method"] == method]
+            axis.semilogy([row["T"] for row in picked],
+                          [max(row[key], 1e-300) for row in picked], marker=marker, ms=5,
+                          alpha=0.8, label=method)
+        axis.set_xlabel("integration time T (dimensionless)")
+        axis.set_ylabel(f"absolute error of {name}")
+        axis.set_title(f"Error of {name} vs T")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    solver = rows[0]["solver"]
+    fig.suptitle(f"Toy ODE dz/dt = αz, α={alpha:g}, z0={z0:g}; {solver}, "
+                 f"rtol={rows[0]['rtol']:g}, atol={rows[0]['atol']:g}")
+    return save_figure(fig, path)
+
+
+def toy_error_vs_tol(rows: list[dict], methods: list[str], solvers: list[str], path: Path,
+                     T: float) -> Path:
+    """Relative error of both gradients against the tolerance, per method and solver."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = dict(zip(methods, ("tab:blue", "tab:orange", "tab:green", "tab:red"),
+                      strict=False))
+    styles = dict(zip(solvers, LINE_STYLES, strict=False))
+    for axis, key, name in ((axes[0], "rel_err_z0", "dL/dz0"),
+                            (axes[1], "rel_err_alpha", "dL/dα")):
+        for solver in solvers:
+            for method in methods:
+                picked = [row for row in rows
+                          if row["method"] == method and row["solver"] == solver]
+                axis.loglog([row["rtol"] for row in picked],
+                            [max(row[key], 1e-17) for row in picked], marker="o", ms=3,
+                            color=colors[method], linestyle=styles[solver],
+                            label=f"{method}, {solver}")
+        axis.set_xlabel("rtol = atol")
+        axis.set_ylabel(f"relative error of {name}")
+        axis.set_title(f"Error of {name} vs tolerance (T={T:g})")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------- van der Pol
+
+
+def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: torch.Tensor,
+                       path: Path, mu: float, solver: str) -> Path:
+    """The forward trajectory and the reverse-time reconstructions, over time and in the
+    phase plane; ``runs``: tolerance -> ``aca.tasks.vdp.reconstruction``'s result."""
+    plt = pyplot()
+    fig, (ax_time, ax_phase) = plt.subplots(1, 2, figsize=(15, 4.8),
+                                            gridspec_kw={"width_ratios": [1.4, 1]})
+    ax_time.plot(times.numpy(), reference[:, 0].numpy(), color="black", lw=2.5,
+                 label="forward x(t) (reference solve)")
+    ax_phase.plot(reference[:, 0].numpy(), reference[:, 1].numpy(), color="black", lw=2.5,
+                  label="forward (reference solve)")
+    for tol, run in runs.items():
+        reverse = run["reverse"].numpy()
+        ending = (f"x_rev(0)={reverse[-1, 0]:.3g}" if math.isfinite(run["error"])
+                  else f"blew up before t={run['times'][-1].item():.3g}")
+        label = f"reverse, rtol=atol={tol:g} ({ending})"
+        ax_time.plot(run["times"].numpy(), reverse[:, 0], "--", lw=1.5, label=label)
+        ax_phase.plot(reverse[:, 0], reverse[:, 1], "--", lw=1.5, label=label)
+    ax_time.set_xlabel("time t (dimensionless)")
+    ax_time.set_ylabel("x(t)")
+    ax_time.set_title("Forward solve and reverse-time reconstruction")
+    ax_phase.set_xlabel("x")
+    ax_phase.set_ylabel("dx/dt")
+    ax_phase.set_title("Phase plane (axes clipped to ±4)")
+    ax_phase.plot([reference[0, 0].item()], [reference[0, 1].item()], "k*", ms=12,
+                  label="y(0)")
+    ax_time.set_ylim(-4, 4)
+    ax_phase.set_xlim(-4, 4)
+    ax_phase.set_ylim(-4, 4)
+    for axis in (ax_time, ax_phase):
+        axis.grid(True, alpha=0.3)
+    ax_phase.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(f"Van der Pol, μ={mu:g}: solve 0→T with {solver}, then T→0 from the end "
+                 "state with the same solver and tolerance")
+    return save_figure(fig, path)
+
+
+def vdp_errors(rows: list[dict], solvers: list[str], methods: list[str], path: Path) -> Path:
+    """Reverse-time error and each method's gradient error against the tolerance."""
+    plt = pyplot()
+    fig, (ax_rev, ax_grad) = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = dict(zip(solvers, LINE_STYLES, strict=False))
+    ceiling = 1e3
+
+    def capped(values: list[float]) -> list[float]:
+        return [min(max(value, 1e-16), ceiling) for value in values]
+
+    for solver in solvers:
+        picked = [row for row in rows if row["solver"] == solver]
+        tols = [row["tol"] for row in picked]
+        ax_rev.loglog(tols, capped([row["reverse_error"] for row in picked]), marker="o",
+                      linestyle=styles[solver], label=solver)
+        for method in methods:
+            ax_grad.loglog(tols, capped([row[f"grad_rel_err_{method}"] for row in picked]),
+                           marker="o", ms=3, linestyle=styles[solver],
+                           color=METHOD_COLORS.get(method), label=f"{method}, {solver}")
+    ax_rev.set_ylabel(f"|y_rev(0) - y(0)| (capped at {ceiling:g} = blew up)")
+    ax_rev.set_title("Reverse-time reconstruction error at t=0")
+    ax_grad.set_ylabel(f"relative error of d|y(T)|²/d(y0, μ) (capped at {ceiling:g} = failed)")
+    ax_grad.set_title("Gradient error per method")
+    for axis in (ax_rev, ax_grad):
+        axis.set_xlabel("rtol = atol")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def vdp_fit(times: torch.Tensor, fitted: torch.Tensor, observed: torch.Tensor, title: str,
+            path: Path) -> Path:
+    """Observed positions (points) and the fitted model's (lines) of a few trajectories."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    for index in range(len(fitted)):
+        line, = axis.plot(times.numpy(), fitted[index, :, 0].numpy(), lw=2,
+                          label=f"fitted, trajectory {index}")
+        axis.plot(times.numpy(), observed[index, :, 0].numpy(), ".", color=line.get_color(),
+                  ms=3, label=f"observed, trajectory {index}")
+    axis.set_xlabel("time t (dimensionless)")
+    axis.set_ylabel("x(t)")
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------ three-body
+
+
+def three_body_orbits(runs: dict[str, dict], T_train: float, true_masses: tuple[float, ...],
+                      path: Path) -> Path:
+    """Per body, the x-y projection of the true orbit and each run's prediction
+    (``runs``: label -> curves with ``times``, ``truth``, ``predicted``); the observed
+    window ends at the marked point."""
+    plt = pyplot()
+    first = next(iter(runs.values()))
+    times = torch.tensor(first["times"])
+    truth = torch.tensor(first["truth"])
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    for body, axis in enumerate(axes):
+        columns = slice(3 * body, 3 * body + 2)
+        axis.plot(*truth[:, columns].T.numpy(), color="black", lw=2.5, label="true orbit")
+        boundary = int(torch.searchsorted(times, torch.tensor(T_train)).clamp(max=len(times) - 1))
+        axis.plot(*truth[boundary, columns].numpy(), "k*", ms=12,
+                  label=f"end of observed window t={T_train:g}")
+        for name, run in runs.items():
+            predicted = torch.tensor(run["predicted"])
+            axis.plot(*predicted[:, columns].T.numpy(), "--", lw=1.5, label=f"predicted: {name}")
+        axis.set_xlabel("x (length unit 5.326e12 m)")
+        axis.set_ylabel("y (length unit 5.326e12 m)")
+        axis.set_title(f"Body {body + 1} (true mass {true_masses[body]:g})")
+        axis.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Three-body: true vs predicted positions on [0, {times[-1].item():g}] "
+                 "(time unit 40.75 years), x-y projection")
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------- time series
+
+
+def series_prediction(arrays: dict[str, torch.Tensor], index: int, dims: list[int], title: str,
+                      task: str, path: Path) -> Path:
+    """True values, observed points and predictions of one series, one panel per dim."""
+    plt = pyplot()
+    time_label, value_label = SERIES_AXES[task]
+    figure, axes = plt.subplots(len(dims), 1, figsize=(7, 2.2 * len(dims)), sharex=True,
+                                squeeze=False)
+    times = arrays["times"]
+    for axis, dim in zip(axes[:, 0], dims, strict=True):
+        exists = arrays["mask"][index, :, dim] > 0
+        seen = arrays["observed"][index, :, dim] > 0
+        axis.plot(times[exists], arrays["values"][index, exists, dim], "k-", label="true")
+        axis.plot(times[seen], arrays["values"][index, seen, dim], "ko", ms=4, label="observed")
+        axis.plot(times, arrays["predictions"][index, :, dim], "C1--", label="predicted")
+        axis.set_ylabel(f"dim {dim} ({value_label})")
+    axes[0, 0].legend(loc="best", fontsize=8)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel(time_label)
+    return save_figure(figure, path)
+
+
+def series_methods(columns: dict[str, list[tuple[str, float, dict[str, torch.Tensor]]]],
+                   fraction: float, task: str, dims: list[int], index: int, path: Path) -> Path:
+    """One test series: truth, observed points and every method's prediction, a column per
+    model (``columns``: model -> [(method, test MSE, predictions of its run)])."""
+    plt = pyplot()
+    time_label, value_label = SERIES_AXES[task]
+    figure, axes = plt.subplots(len(dims), len(columns), figsize=(5.5 * len(columns),
+                                2.3 * len(dims)), sharex=True, squeeze=False)
+    for column, (model, runs) in enumerate(columns.items()):
+        for row_index, dim in enumerate(dims):
+            axis = axes[row_index, column]
+            for number, (method, mse, arrays) in enumerate(runs):
+                times = arrays["times"]
+                if number == 0:
+                    exists = arrays["mask"][index, :, dim] > 0
+                    seen = arrays["observed"][index, :, dim] > 0
+                    axis.plot(times[exists], arrays["values"][index, exists, dim], "k-",
+                              lw=2, label="true")
+                    axis.plot(times[seen], arrays["values"][index, seen, dim], "ko", ms=4,
+                              label="observed")
+                axis.plot(times, arrays["predictions"][index, :, dim],
+                          SERIES_METHOD_STYLES[method], color=f"C{number}", lw=1.5,
+                          label=f"{method} (test MSE {mse:.3g})")
+            axis.set_ylabel(f"dim {dim} ({value_label})")
+        axes[0, column].set_title(f"{SERIES_MODEL_TITLES[model]}, {fraction:.0%} observed, "
+                                  f"test series {index}")
+        axes[0, column].legend(fontsize=7, loc="best")
+        axes[-1, column].set_xlabel(time_label)
+    return save_figure(figure, path)
+
+
+# -------------------------------------------------------------------- classification
+
+
+def _time_axis(seconds: float) -> tuple[float, str]:
+    if seconds > 2 * 3600:
+        return 3600.0, "h"
+    if seconds > 2 * 60:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def accuracy_curves(curves: list[tuple[str, list[float], list[float], list[float]]],
+                    title: str, path: Path) -> Path:
+    """Fig. 7a/b: test accuracy (%) against epoch and against cumulative training time;
+    ``curves``: (label, epochs, seconds since the start, accuracy) per run."""
+    plt = pyplot()
+    figure, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    scale, unit = _time_axis(max(max(seconds, default=0.0) for _, _, seconds, _ in curves))
+    for label, epochs, seconds, accuracy in curves:
+        by_epoch.plot(epochs, accuracy, marker=".", label=label)
+        by_time.plot([s / scale for s in seconds], accuracy, marker=".", label=label)
+    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{title}: accuracy vs epoch")
+    by_time.set(xlabel=f"training wall time ({unit})", ylabel="test accuracy (%)",
+                title=f"{title}: accuracy vs time")
+    for axis in (by_epoch, by_time):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return save_figure(figure, path)
+
+
+def accuracy_boxes(by_model: dict[str, list[float]], title: str, path: Path) -> Path:
+    """Fig. 7c/d: box plot of the final test accuracy (%) of each model over seeds."""
+    plt = pyplot()
+    labels = sorted(by_model)
+    figure, axis = plt.subplots(figsize=(5.5, 4.2))
+    axis.boxplot([by_model[label] for label in labels], tick_labels=labels)
+    for position, label in enumerate(labels, start=1):
+        axis.scatter([position] * len(by_model[label]), by_model[label], s=12, alpha=0.6,
+                     label="one seed" if position == 1 else None, color="black")
+    seeds = "/".join(str(len(by_model[label])) for label in labels)
+    axis.set(xlabel="model", ylabel="final test accuracy (%)",
+             title=f"{title}: final accuracy over {seeds} seeds")
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend()
+    return save_figure(figure, path)
