@@ -61,6 +61,7 @@ def odeint(
     rtol: float = SolveOptions.rtol,
     atol: float = SolveOptions.atol,
     step_size: float | None = SolveOptions.step_size,
+    interpolate: bool = SolveOptions.interpolate,
     max_steps: int = SolveOptions.max_steps,
     max_checkpoints: int | None = SolveOptions.max_checkpoints,
     safety: float = SolveOptions.safety,
@@ -74,7 +75,12 @@ def odeint(
     in ``t``, shape ``(len(t), *y0.shape)``.
 
     ``solver``: a name in ``aca.SOLVERS``; fixed-step methods need ``step_size``,
-    and any method given ``step_size`` runs on that grid (landing on each output).
+    and any method given ``step_size`` runs on that grid (from ``t[0]``).
+    ``interpolate`` (default): output times are read off the continuous extension of
+    the accepted step that holds them and never shorten a step; only ``t[-1]`` is
+    landed on (a fixed grid runs from ``t[0]``, its last step shortened to ``t[-1]``).
+    ``False``: a step lands on every output time (a fixed grid restarts at each).
+    Each tableau carries its extension (``dense``, of order ``dense_order``).
     ``gradient``: ``"aca"``, ``"adjoint"`` or ``"naive"`` (``aca.GRADIENTS``).
     ``func`` receives ``t`` as a 0-dim tensor (``y0``'s dtype and device) and must
     return a tensor of ``y``'s shape, dtype and device.
@@ -91,8 +97,10 @@ def odeint(
     (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
     backward included.
     """
-    options = SolveOptions(solver, gradient, rtol, atol, step_size, max_steps, max_checkpoints,
-                           safety, ifactor, dfactor, pi_beta)
+    options = SolveOptions(
+        solver=solver, gradient=gradient, rtol=rtol, atol=atol, step_size=step_size,
+        interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
+        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)

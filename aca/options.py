@@ -44,16 +44,21 @@ class SolveOptions:
     """``solver``: a name in ``aca.SOLVERS`` (fixed-step methods need ``step_size``;
     any method given ``step_size`` runs on that grid). ``gradient``: a name in
     ``aca.GRADIENTS``. ``rtol``/``atol``: the adaptive controller's tolerances.
-    ``max_steps``: the most steps a solve may take. ``max_checkpoints``: ACA keeps
-    at most this many states (None: all). ``safety``, ``ifactor``, ``dfactor``,
-    ``pi_beta``: the step-size controller's settings (``AdaptiveSteps``).
-    Invalid values raise an ``aca.ODEError`` naming the value and what is valid."""
+    ``interpolate``: the steps land only on the last output time and the others are
+    read off the continuous extension of the step that holds them (dense output,
+    torchdiffeq's behaviour), so output times never shorten a step; ``False`` lands
+    a step on every output time (a grid restarts at each). ``max_steps``: the most
+    steps a solve may take. ``max_checkpoints``: ACA keeps at most this many states
+    (None: all). ``safety``, ``ifactor``, ``dfactor``, ``pi_beta``: the step-size
+    controller's settings (``AdaptiveSteps``). Invalid values raise an
+    ``aca.ODEError`` naming the value and what is valid."""
 
     solver: str = "dopri5"
     gradient: str = "aca"
     rtol: float = 1e-3
     atol: float = 1e-6
     step_size: float | None = None
+    interpolate: bool = True
     max_steps: int = 10_000
     max_checkpoints: int | None = None
     safety: float = AdaptiveSteps.safety
@@ -77,6 +82,8 @@ class SolveOptions:
         if step_size is not None:
             _require("step_size", step_size, is_number(step_size) and 0 < step_size < math.inf,
                      "a positive number (or None for adaptive steps)", StepSizeRequiredError)
+        _require("interpolate", self.interpolate, isinstance(self.interpolate, bool),
+                 "True or False")
         for name, value in (("rtol", self.rtol), ("atol", self.atol)):
             _require(name, value, is_number(value) and 0 <= value < math.inf,
                      "a non-negative number")

@@ -71,7 +71,8 @@ class Problem:
             time_args = [y0.new_tensor(t) for t in times]
         controller = self.controller(norm, differentiable and self.step_size is None)
         return integrate(func or self.rhs, y0, times, self.tableau, controller,
-                         self.options.max_steps, time_args=time_args, checkpoints=checkpoints)
+                         self.options.max_steps, time_args=time_args, checkpoints=checkpoints,
+                         interpolate=self.options.interpolate)
 
     def report_forward(self, counts: Counts) -> None:
         self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted, rejected=counts.rejected)
