@@ -94,13 +94,15 @@ def dense_output(y: Tensor, h: Scalar, stages: Sequence[Tensor], tableau: Butche
     if len(stages) != len(tableau.dense):
         raise ValueError(f"{tableau.name}'s interpolant needs {len(tableau.dense)} stages, "
                          f"got {len(stages)}: take the step with dense=True")
+    if isinstance(theta, Tensor):  # the weights as one small tensor expression in θ
+        coefficients = theta.new_tensor(tableau.dense)
+        powers = theta ** torch.arange(1, coefficients.shape[1] + 1, device=theta.device)
+        weights = (coefficients @ powers).to(y.dtype)
+        return y + h * torch.tensordot(weights, torch.stack(list(stages)), 1)
     weights = []
-    for row in tableau.dense:  # b_j(θ) by Horner's rule; 0.0 for an unused stage
+    for row in tableau.dense:  # b_j(θ) by Horner's rule
         weight = 0.0
         for coefficient in reversed(row):
             weight = (weight + coefficient) * theta
-        weights.append(weight if any(row) else 0.0)
-    if not isinstance(theta, Tensor):
-        return advance(y, h, weights, stages)
-    used = [(w, k) for w, k in zip(weights, stages) if isinstance(w, Tensor)]
-    return y + h * sum((w * k for w, k in used[1:]), used[0][0] * used[0][1])
+        weights.append(weight)
+    return advance(y, h, weights, stages)

@@ -169,7 +169,8 @@ class ThreeBody(Task):
             predicted = self.predict(model, times.to(device)).cpu()
         record = {"method": self.cfg.method.name, "model": task.model,
                   "solver": self.ode["solver"], "rtol": self.ode["rtol"],
-                  "atol": self.ode["atol"], **self._mass_metrics(model),
+                  "atol": self.ode["atol"], "interpolate": self.ode["interpolate"],
+                  **self._mass_metrics(model),
                   **self.evaluate(model, (times[None].to(device), truth[None].to(device))),
                   **history_totals(history)}
         kept = torch.linspace(0, len(times) - 1, min(len(times), 201)).round().long()

@@ -288,7 +288,8 @@ class VanDerPolLearning(Task):
         task = self.cfg.task
         mu = model.mu.item()
         record = {"method": self.cfg.method.name, "solver": self.ode["solver"],
-                  "rtol": self.ode["rtol"], "atol": self.ode["atol"], "mu_true": float(task.mu),
+                  "rtol": self.ode["rtol"], "atol": self.ode["atol"],
+                  "interpolate": self.ode["interpolate"], "mu_true": float(task.mu),
                   "mu_init": float(task.mu_init), "mu": mu, "mu_error": abs(mu - float(task.mu)),
                   **history_totals(history)}
         name = f"{record['method']}_{record['solver']}_rtol{record['rtol']:g}"
