@@ -617,10 +617,12 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown)
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
+            stamp = provenance.stamp()
             (args.out / "outputs.md").write_text(
                 markdown + f"\nCommand: `python scripts/bench_gradients.py {' '.join(argv)}`\n"
-                f"Code: {provenance.describe(provenance.stamp())}\n")
-            (args.out / "outputs.json").write_text(json.dumps(rows, indent=1))
+                f"Code: {provenance.describe(stamp)}\n")
+            (args.out / "outputs.json").write_text(
+                json.dumps({"provenance": stamp, "rows": rows}, indent=1))
         return
     if args.checkpoints:
         torch.set_num_threads(args.threads)
