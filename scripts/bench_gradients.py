@@ -315,14 +315,16 @@ def rotated(items: tuple[str, ...], shift: int) -> list[str]:
 
 
 def measure(problem: Problem, setting: Setting, methods: tuple[str, ...], repeats: int,
-            reference: Tensor | None) -> list[dict]:
-    """One table block: a profiled warm-up run per method (peak memory, counts,
-    gradient), then ``repeats`` timed rounds with the methods interleaved in rotating order."""
+            reference: Tensor | None, profile_memory: bool = True) -> list[dict]:
+    """One table block: a warm-up run per method (counts, gradient; profiled for its peak
+    memory unless not ``profile_memory``: the profiler holds every event, gigabytes for
+    thousands of outputs), then ``repeats`` timed rounds with the methods interleaved in
+    rotating order."""
     first, peak = {}, {}
     for m in methods:
         def action(m: str = m) -> None:
             first[m] = run_once(m, problem, setting)
-        peak[m] = peak_memory_bytes(action)
+        peak[m] = peak_memory_bytes(action) if profile_memory else action()
     forward: dict[str, list[float]] = {m: [] for m in methods}
     fwd_bwd: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(repeats):
@@ -340,7 +342,7 @@ def measure(problem: Problem, setting: Setting, methods: tuple[str, ...], repeat
             "problem": problem.name, "setting": setting.label, "method": m,
             "forward_ms": 1e3 * statistics.median(forward[m]),
             "fwd_bwd_ms": 1e3 * statistics.median(fwd_bwd[m]),
-            "peak_mib": peak[m] / MIB,
+            "peak_mib": peak[m] / MIB if profile_memory else None,
             "nfe_forward": run.nfe_forward, "nfe_backward": run.nfe_backward,
             "accepted": run.info.get("accepted"),
             "attempted": run.info.get("attempted",
@@ -393,7 +395,8 @@ def output_rows(counts: tuple[int, ...] = (2, 10, 100, 1000), repeats: int = 3,
     problem, rows = outputs_problem(), []
     for n in counts:
         started = time.perf_counter()
-        block = measure(problem, Setting(1e-5, 1e-6, outputs=n, t1=5.0), methods, repeats, None)
+        block = measure(problem, Setting(1e-5, 1e-6, outputs=n, t1=5.0), methods, repeats, None,
+                        profile_memory=False)
         base = _row(block, problem.name, block[0]["setting"], "torchdiffeq")
         for row in block:
             row["outputs"] = n
