@@ -22,6 +22,7 @@ from aca.errors import (
 from aca.gradients import GRADIENTS
 from aca.models.odeblock import ODEBlock
 from aca.odeint import odeint
+from aca.options import SolveOptions
 from aca.solvers import SOLVERS
 from aca.stats import SolveStats, track_stats
 
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GRADIENTS", "SOLVERS", "FuncOutputError", "InvalidOptionError", "MaxStepsExceededError",
     "NonFiniteStateError", "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError",
-    "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError", "UnknownGradientError",
-    "UnknownSolverError", "UnseenTensorError", "__version__", "odeint", "track_stats",
+    "SolveOptions", "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError",
+    "UnknownGradientError", "UnknownSolverError", "UnseenTensorError", "__version__", "odeint",
+    "track_stats",
 ]

@@ -4,81 +4,17 @@ a gradient method (torchdiffeq's call signature)."""
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from aca.errors import (
-    InvalidOptionError,
-    NonFiniteStateError,
-    NonMonotoneTimeError,
-    StepSizeRequiredError,
-    UnknownGradientError,
-    UnknownSolverError,
-)
+from aca.errors import InvalidOptionError, NonFiniteStateError, NonMonotoneTimeError
 from aca.gradients import GRADIENTS, Problem
 from aca.gradients.watch import Watched
-from aca.solvers import SOLVERS, ButcherTableau
+from aca.options import SolveOptions, is_number
 from aca.solvers.step import Func
 from aca.stats import SolveStats, StatsSinks
-
-
-def _choices(names) -> str:
-    return ", ".join(sorted(names))
-
-
-def _is_number(value: object) -> bool:
-    """A real number: ``True`` and ``"1e-3"`` are not."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _require(name: str, value: object, valid: bool, what: str,
-             error: type[InvalidOptionError | StepSizeRequiredError] = InvalidOptionError) -> None:
-    if not valid:
-        raise error(f"{name} must be {what}, got {value!r}")
-
-
-def check_options(solver: str, gradient: str, rtol: float, atol: float, step_size: float | None,
-                  max_steps: int, max_checkpoints: int | None, safety: float = 0.9,
-                  ifactor: float = 10.0, dfactor: float = 0.2,
-                  pi_beta: float = 0.0) -> ButcherTableau:
-    """Validate the options of a solve (also used by ``ODEBlock`` at construction)
-    and return the tableau."""
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise UnknownSolverError(f"unknown solver {solver!r}; choose one of: {_choices(SOLVERS)}")
-    if not isinstance(gradient, str) or gradient not in GRADIENTS:
-        raise UnknownGradientError(
-            f"unknown gradient method {gradient!r}; choose one of: {_choices(GRADIENTS)}")
-    tableau = SOLVERS[solver]
-    if step_size is None and not tableau.adaptive:
-        raise StepSizeRequiredError(
-            f"solver {solver!r} is fixed-step and needs step_size=<h>; adaptive solvers are: "
-            f"{_choices(n for n, t in SOLVERS.items() if t.adaptive)}")
-    if step_size is not None:
-        _require("step_size", step_size, _is_number(step_size) and 0 < step_size < math.inf,
-                 "a positive number (or None for adaptive steps)", StepSizeRequiredError)
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        _require(name, value, _is_number(value) and 0 <= value < math.inf,
-                 "a non-negative number")
-    if step_size is None and rtol == 0 and atol == 0:
-        raise InvalidOptionError("rtol and atol cannot both be 0 for an adaptive solver")
-    _require("max_steps", max_steps,
-             isinstance(max_steps, int) and not isinstance(max_steps, bool) and max_steps > 0,
-             "a positive integer")
-    _require("max_checkpoints", max_checkpoints, max_checkpoints is None or (
-        isinstance(max_checkpoints, int) and not isinstance(max_checkpoints, bool)
-        and max_checkpoints >= 2), "an integer >= 2 (or None for all)")
-    _require("safety", safety, _is_number(safety) and 0 < safety <= 1, "in (0, 1]")
-    _require("ifactor", ifactor, _is_number(ifactor) and 1 <= ifactor < math.inf,
-             "a number >= 1 (the largest growth of the step size)")
-    _require("dfactor", dfactor, _is_number(dfactor) and 0 < dfactor <= 1,
-             "in (0, 1] (the largest shrinking of the step size)")
-    beta_max = 4 / (3 * tableau.order)  # beyond it the error exponent 1/order - 0.75 beta <= 0
-    _require("pi_beta", pi_beta, _is_number(pi_beta) and 0 <= pi_beta < beta_max,
-             f"in [0, {beta_max:.3g}) for {solver!r} (order {tableau.order})")
-    return tableau
 
 
 def _output_times(t: Tensor | Sequence[float]) -> list[float]:
@@ -86,7 +22,7 @@ def _output_times(t: Tensor | Sequence[float]) -> list[float]:
         times = t.detach().reshape(-1).tolist()
     else:
         items = list(t) if isinstance(t, Iterable) and not isinstance(t, str) else [None]
-        if not all(_is_number(x) for x in items):
+        if not all(is_number(x) for x in items):
             raise NonMonotoneTimeError(
                 f"t must be a 1-D tensor or sequence of numbers, got {t!r}")
         times = [float(x) for x in items]
@@ -120,17 +56,18 @@ def odeint(
     y0: Tensor,
     t: Tensor | Sequence[float],
     *,
-    solver: str = "dopri5",
-    gradient: str = "aca",
-    rtol: float = 1e-3,
-    atol: float = 1e-6,
-    step_size: float | None = None,
-    max_steps: int = 10_000,
-    max_checkpoints: int | None = None,
-    safety: float = 0.9,
-    ifactor: float = 10.0,
-    dfactor: float = 0.2,
-    pi_beta: float = 0.0,
+    solver: str = SolveOptions.solver,
+    gradient: str = SolveOptions.gradient,
+    rtol: float = SolveOptions.rtol,
+    atol: float = SolveOptions.atol,
+    step_size: float | None = SolveOptions.step_size,
+    interpolate: bool = SolveOptions.interpolate,
+    max_steps: int = SolveOptions.max_steps,
+    max_checkpoints: int | None = SolveOptions.max_checkpoints,
+    safety: float = SolveOptions.safety,
+    ifactor: float = SolveOptions.ifactor,
+    dfactor: float = SolveOptions.dfactor,
+    pi_beta: float = SolveOptions.pi_beta,
     params: Iterable[Tensor] | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor:
@@ -138,7 +75,12 @@ def odeint(
     in ``t``, shape ``(len(t), *y0.shape)``.
 
     ``solver``: a name in ``aca.SOLVERS``; fixed-step methods need ``step_size``,
-    and any method given ``step_size`` runs on that grid (landing on each output).
+    and any method given ``step_size`` runs on that grid (from ``t[0]``).
+    ``interpolate`` (default): output times are read off the continuous extension of
+    the accepted step that holds them and never shorten a step; only ``t[-1]`` is
+    landed on (a fixed grid runs from ``t[0]``, its last step shortened to ``t[-1]``).
+    ``False``: a step lands on every output time (a fixed grid restarts at each).
+    Each tableau carries its extension (``dense``, of order ``dense_order``).
     ``gradient``: ``"aca"``, ``"adjoint"`` or ``"naive"`` (``aca.GRADIENTS``).
     ``func`` receives ``t`` as a 0-dim tensor (``y0``'s dtype and device) and must
     return a tensor of ``y``'s shape, dtype and device.
@@ -151,10 +93,14 @@ def odeint(
     (recomputing the rest). Random numbers ``func`` draws (dropout) are replayed
     by ``aca`` and refused by ``adjoint``.
     ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` tune the step-size controller.
-    ``stats`` (a ``SolveStats``) receives this solve's counts, backward included.
+    Every option but ``params`` and ``stats`` is a field of ``aca.SolveOptions``
+    (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
+    backward included.
     """
-    tableau = check_options(solver, gradient, rtol, atol, step_size, max_steps, max_checkpoints,
-                            safety, ifactor, dfactor, pi_beta)
+    options = SolveOptions(
+        solver=solver, gradient=gradient, rtol=rtol, atol=atol, step_size=step_size,
+        interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
+        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)
@@ -169,13 +115,8 @@ def odeint(
         raise NonFiniteStateError("y0 contains nan or inf")
     if len(times) == 1:
         return y0.unsqueeze(0)
-    problem = Problem(
-        func=func, times=times, tableau=tableau, step_size=step_size, max_steps=max_steps,
-        rtol=rtol, atol=atol, max_checkpoints=max_checkpoints, sinks=StatsSinks(stats),
-        controller_options={"safety": safety, "ifactor": ifactor, "dfactor": dfactor,
-                            "pi_beta": pi_beta},
-        t=t if isinstance(t, Tensor) else None, extra_params=extra_params,
-    )
+    problem = Problem(func=func, times=times, options=options, sinks=StatsSinks(stats),
+                      t=t if isinstance(t, Tensor) else None, extra_params=extra_params)
     grad_enabled = torch.is_grad_enabled()
     if grad_enabled and gradient == "naive":
         return GRADIENTS[gradient](problem, y0)

@@ -21,20 +21,17 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from aca.options import SolveOptions
+
 
 def ode_options(cfg: DictConfig) -> dict[str, Any]:
     """The keyword arguments for ``aca.odeint`` / ``aca.ODEBlock`` chosen by the
-    ``method`` and ``solver`` config groups."""
-    options: dict[str, Any] = {
-        "solver": cfg.solver.name,
-        "gradient": cfg.method.name,
-        "rtol": cfg.solver.rtol,
-        "atol": cfg.solver.atol,
-        "step_size": cfg.solver.step_size,
-    }
-    if cfg.method.get("max_checkpoints") is not None:
-        options["max_checkpoints"] = cfg.method.max_checkpoints
-    return options
+    ``method`` and ``solver`` config groups, checked by ``aca.SolveOptions``: the
+    groups' names, and every other key of theirs is an option of that name
+    (``solver.rtol``, ``method.max_checkpoints``, ``+solver.interpolate=false``)."""
+    groups = {**cfg.solver, **cfg.method, "solver": cfg.solver.name, "gradient": cfg.method.name}
+    del groups["name"]
+    return SolveOptions.from_mapping(groups).as_dict()
 
 
 class Task:

@@ -9,9 +9,12 @@ memory of a 100-step fixed-grid solve. Methods are interleaved within each repea
     python scripts/bench_gradients.py [--quick] [--out results/bench] [--threads 1]
 
 writes ``bench.md`` (tables, ratios, notes), ``bench.json`` (every number), ``bench.csv``
-and ``COMMAND.txt`` into ``--out``. ``--checkpoints`` measures only ACA's memory under
-``max_checkpoints=K`` (K = 2, 4, 8, 16, all; 200 Euler steps of a 1e6-float state):
-forward and backward peak, backward evaluations, bit-identity of the gradient.
+and ``COMMAND.txt`` into ``--out``. ``--outputs`` measures only the cost of output
+times (issue 14): 2, 10, 100, 1000 outputs on [0, 5] for the 16-64-16 MLP, forward NFE
+and forward+backward time of every method and torchdiffeq's, as ratios.
+``--checkpoints`` measures only ACA's memory under ``max_checkpoints=K`` (K = 2, 4, 8,
+16, all; 200 Euler steps of a 1e6-float state): forward and backward peak, backward
+evaluations, bit-identity of the gradient.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ METHOD_LABELS = {
     "torchdiffeq": "torchdiffeq odeint",
     "torchdiffeq_adjoint": "torchdiffeq odeint_adjoint",
     "tdep_aca": "TorchDiffEqPack ACA",
+    "aca_landing": "aca (gradient=aca, interpolate=False)",
 }
+OUTPUT_METHODS = ("aca", "adjoint", "naive", "torchdiffeq", "torchdiffeq_adjoint", "aca_landing")
 COLUMNS = ("problem", "setting", "method", "forward_ms", "fwd_bwd_ms", "peak_mib", "nfe_forward",
            "nfe_backward", "accepted", "attempted", "grad_rel_error")
 MIB = 2.0**20
@@ -117,35 +122,42 @@ class Setting:
     rtol: float = 1e-3
     atol: float = 1e-4
     step_size: float | None = None
+    outputs: int = 2  # output times, evenly spaced on [0, t1] (the loss sums over them)
+    t1: float = 1.0
 
     @property
     def label(self) -> str:
         if self.step_size is not None:
             return f"rk4 h={self.step_size:g} ({round(1 / self.step_size)} steps)"
-        return f"dopri5 rtol={self.rtol:g} atol={self.atol:g}"
+        label = f"dopri5 rtol={self.rtol:g} atol={self.atol:g}"
+        outputs = f", {self.outputs} outputs on [0, {self.t1:g}]" if self.outputs != 2 else ""
+        return label + outputs
 
 
 def solve(method: str, problem: Problem, y0: Tensor, setting: Setting) -> tuple[Tensor, dict]:
-    """``y(1)`` by one method; also return what the method reports about its steps."""
-    func, times = problem.func, torch.tensor([0.0, 1.0], dtype=y0.dtype)
+    """``y`` at the output times after ``t0 = 0`` by one method; also return what the
+    method reports about its steps. ``aca_landing``: ACA landing on every output time."""
+    func = problem.func
+    times = torch.linspace(0.0, setting.t1, setting.outputs, dtype=y0.dtype)
     fixed = setting.step_size is not None
-    if method in ("aca", "adjoint", "naive"):
+    if method in ("aca", "adjoint", "naive", "aca_landing"):
         stats = aca.SolveStats()
-        ys = aca.odeint(func, y0, times, solver="rk4" if fixed else "dopri5", gradient=method,
-                        rtol=setting.rtol, atol=setting.atol, step_size=setting.step_size,
-                        stats=stats)
-        return ys[-1], {"accepted": stats.accepted, "attempted": stats.accepted + stats.rejected}
+        ys = aca.odeint(func, y0, times, solver="rk4" if fixed else "dopri5",
+                        gradient=method.removesuffix("_landing"),
+                        interpolate=method != "aca_landing", rtol=setting.rtol,
+                        atol=setting.atol, step_size=setting.step_size, stats=stats)
+        return ys[1:], {"accepted": stats.accepted, "attempted": stats.accepted + stats.rejected}
     if method in ("torchdiffeq", "torchdiffeq_adjoint"):
         solver = torchdiffeq.odeint if method == "torchdiffeq" else torchdiffeq.odeint_adjoint
         options = {"method": "rk4", "options": {"step_size": setting.step_size}} if fixed else {
             "method": "dopri5", "rtol": setting.rtol, "atol": setting.atol}
-        return solver(func, y0, times, **options)[-1], {}
+        return solver(func, y0, times, **options)[1:], {}
     if method == "tdep_aca":
-        options = {"method": "rk4" if fixed else "dopri5", "t0": 0.0, "t1": 1.0,
+        options = {"method": "rk4" if fixed else "dopri5", "t0": 0.0, "t1": setting.t1,
                    "h": setting.step_size, "rtol": setting.rtol, "atol": setting.atol,
                    "neval_max": 1_000_000, "print_neval": False}
         y1 = odesolve_adjoint(func, y0, options=options)
-        return y1, {"accepted": len(y1.grad_fn.steps)}
+        return y1.unsqueeze(0), {"accepted": len(y1.grad_fn.steps)}
     raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
 
 
@@ -172,16 +184,17 @@ class Run:
 
 
 def run_once(method: str, problem: Problem, setting: Setting) -> Run:
-    """Forward and backward of ``sum(weight * y(1))``; gradient w.r.t. ``y0`` and parameters."""
+    """Forward and backward of ``sum(weight * y(t_k))`` over the output times after the
+    first; gradient w.r.t. ``y0`` and parameters."""
     func = problem.func
     func.zero_grad(set_to_none=True)
     y0 = problem.y0.detach().clone().requires_grad_()
     func.tally[0] = 0
     start = time.perf_counter()
-    y1, info = solve(method, problem, y0, setting)
+    ys, info = solve(method, problem, y0, setting)
     forward_end = time.perf_counter()
     nfe_forward = func.calls
-    (problem.weight * y1).sum().backward()
+    (problem.weight * ys).sum().backward()
     end = time.perf_counter()
     grads = [y0.grad] + [p.grad if p.grad is not None else torch.zeros_like(p)
                          for p in func.parameters()]
@@ -303,14 +316,16 @@ def rotated(items: tuple[str, ...], shift: int) -> list[str]:
 
 
 def measure(problem: Problem, setting: Setting, methods: tuple[str, ...], repeats: int,
-            reference: Tensor | None) -> list[dict]:
-    """One table block: a profiled warm-up run per method (peak memory, counts,
-    gradient), then ``repeats`` timed rounds with the methods interleaved in rotating order."""
+            reference: Tensor | None, profile_memory: bool = True) -> list[dict]:
+    """One table block: a warm-up run per method (counts, gradient; profiled for its peak
+    memory unless not ``profile_memory``: the profiler holds every event, gigabytes for
+    thousands of outputs), then ``repeats`` timed rounds with the methods interleaved in
+    rotating order."""
     first, peak = {}, {}
     for m in methods:
         def action(m: str = m) -> None:
             first[m] = run_once(m, problem, setting)
-        peak[m] = peak_memory_bytes(action)
+        peak[m] = peak_memory_bytes(action) if profile_memory else action()
     forward: dict[str, list[float]] = {m: [] for m in methods}
     fwd_bwd: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(repeats):
@@ -328,7 +343,7 @@ def measure(problem: Problem, setting: Setting, methods: tuple[str, ...], repeat
             "problem": problem.name, "setting": setting.label, "method": m,
             "forward_ms": 1e3 * statistics.median(forward[m]),
             "fwd_bwd_ms": 1e3 * statistics.median(fwd_bwd[m]),
-            "peak_mib": peak[m] / MIB,
+            "peak_mib": peak[m] / MIB if profile_memory else None,
             "nfe_forward": run.nfe_forward, "nfe_backward": run.nfe_backward,
             "accepted": run.info.get("accepted"),
             "attempted": run.info.get("attempted",
@@ -363,6 +378,56 @@ class Config:
                    conv={"channels": 32, "size": 8, "batch": 4},
                    hundred_step_methods={"mlp": ("aca", "naive", "torchdiffeq"),
                                          "conv": ("aca", "naive")})
+
+
+def outputs_problem(seed: int = 0) -> Problem:
+    """Issue 14's problem: ``f = Linear(16, 64) - tanh - Linear(64, 16)`` (default
+    initialisation), batch 128."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(16, 64), nn.Tanh(), nn.Linear(64, 16))
+    return Problem("mlp16", CountingFunc(net), torch.randn(128, 16), torch.randn(128, 16))
+
+
+def output_rows(counts: tuple[int, ...] = (2, 10, 100, 1000), repeats: int = 3,
+                methods: tuple[str, ...] = OUTPUT_METHODS,
+                log: Callable[[str], None] = print) -> list[dict]:
+    """Forward NFE and forward+backward time with ``n`` output times on ``[0, 5]``
+    (dopri5, rtol 1e-5, atol 1e-6), each with its ratios to torchdiffeq's odeint."""
+    problem, rows = outputs_problem(), []
+    for n in counts:
+        started = time.perf_counter()
+        block = measure(problem, Setting(1e-5, 1e-6, outputs=n, t1=5.0), methods, repeats, None,
+                        profile_memory=False)
+        base = _row(block, problem.name, block[0]["setting"], "torchdiffeq")
+        for row in block:
+            row["outputs"] = n
+            row["nfe_vs_torchdiffeq"] = row["nfe_forward"] / base["nfe_forward"] if base else None
+            row["time_vs_torchdiffeq"] = row["fwd_bwd_ms"] / base["fwd_bwd_ms"] if base else None
+        rows += block
+        log(f"{n} outputs: {time.perf_counter() - started:.1f} s")
+    return rows
+
+
+def output_markdown(rows: list[dict]) -> str:
+    """The outputs table and issue 14's two targets."""
+    columns = ("outputs", "method", "nfe_forward", "nfe_backward", "accepted", "forward_ms",
+               "fwd_bwd_ms", "nfe_vs_torchdiffeq", "time_vs_torchdiffeq")
+    lines = ["# Dense output: cost against the number of output times", "",
+             f"MLP 16-64-16, batch 128, dopri5, rtol 1e-5, atol 1e-6, outputs evenly spaced on "
+             f"[0, 5], loss = sum over outputs; {torch.get_num_threads()} thread(s), float32, "
+             "medians of interleaved repeats. Ratios are to torchdiffeq odeint at the same "
+             "outputs (forward NFE; forward+backward time).", "", *_table(rows, columns), ""]
+    for row in rows:
+        if row["method"] == "aca" and row["nfe_vs_torchdiffeq"] is not None:
+            nfe_ok = row["nfe_vs_torchdiffeq"] <= 1
+            lines.append(f"- {row['outputs']} outputs: aca forward NFE / torchdiffeq's = "
+                         f"{row['nfe_vs_torchdiffeq']:.2f} (target <= 1: "
+                         f"{'pass' if nfe_ok else 'FAIL'})" + (
+                             f"; aca fwd+bwd / torchdiffeq odeint's = "
+                             f"{row['time_vs_torchdiffeq']:.2f} (target <= 0.8: "
+                             f"{'pass' if row['time_vs_torchdiffeq'] <= 0.8 else 'FAIL'})"
+                             if row["outputs"] == 100 else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _row(rows: list[dict], problem: str, setting: str, method: str) -> dict | None:
@@ -534,6 +599,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="write bench.md, bench.json, bench.csv and COMMAND.txt here")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per method")
+    parser.add_argument("--outputs", action="store_true",
+                        help="only the dense-output table: 2, 10, 100, 1000 output times "
+                             "(writes outputs.md, outputs.json with --out)")
     parser.add_argument("--checkpoints", action="store_true",
                         help="only the max_checkpoints=K memory table (writes checkpoints.md, "
                              "checkpoints.json with --out)")
@@ -542,6 +610,22 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.outputs:
+        torch.set_num_threads(args.threads)
+        counts = (2, 10, 100) if args.quick else (2, 10, 100, 1000)
+        rows = output_rows(counts, args.repeats or 3,
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        markdown = output_markdown(rows)
+        print(markdown)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            stamp = provenance.stamp()
+            (args.out / "outputs.md").write_text(
+                markdown + f"\nCommand: `python scripts/bench_gradients.py {' '.join(argv)}`\n"
+                f"Code: {provenance.describe(stamp)}\n")
+            (args.out / "outputs.json").write_text(
+                json.dumps({"provenance": stamp, "rows": rows}, indent=1))
+        return
     if args.checkpoints:
         torch.set_num_threads(args.threads)
         size, n_steps = (100_000, 50) if args.quick else (1_000_000, 200)

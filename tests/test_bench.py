@@ -77,13 +77,28 @@ def test_ratios_and_markdown(bench, result, tmp_path):
     assert "aca peak memory / naive peak memory" in names
     bench.write_outputs(result, tmp_path, "python scripts/bench_gradients.py --test")
     markdown = (tmp_path / "bench.md").read_text()
-    for label in bench.METHOD_LABELS.values():
-        assert label in markdown
+    for method in bench.METHODS:
+        assert bench.METHOD_LABELS[method] in markdown
     assert json.loads((tmp_path / "bench.json").read_text())["rows"] == result["rows"]
     csv_lines = (tmp_path / "bench.csv").read_text().splitlines()
     assert csv_lines[0] == ",".join(bench.COLUMNS)
     assert len(csv_lines) == 1 + len(result["rows"]) + len(result["hundred_step"])
     assert (tmp_path / "COMMAND.txt").read_text().startswith("python scripts/bench_gradients.py")
+
+
+def test_outputs_table(bench):
+    """--outputs at two small counts: every method measured, aca's forward NFE is
+    torchdiffeq's at any count, landing on every output costs more."""
+    rows = bench.output_rows(counts=(2, 6), repeats=1, log=lambda msg: None)
+    assert [(r["outputs"], r["method"]) for r in rows] == [
+        (n, m) for n in (2, 6) for m in bench.OUTPUT_METHODS]
+    by_key = {(r["outputs"], r["method"]): r for r in rows}
+    for n in (2, 6):
+        assert by_key[n, "aca"]["nfe_forward"] == by_key[n, "torchdiffeq"]["nfe_forward"]
+        assert by_key[n, "torchdiffeq"]["nfe_vs_torchdiffeq"] == 1.0
+    assert by_key[6, "aca_landing"]["nfe_forward"] > by_key[6, "aca"]["nfe_forward"]
+    markdown = bench.output_markdown(rows)
+    assert "6 outputs: aca forward NFE / torchdiffeq's = 1.00 (target <= 1: pass)" in markdown
 
 
 def test_peak_memory_measures_allocations(bench):

@@ -29,6 +29,7 @@ BAD_INPUT = {
     "unknown experiment": (("+experiment=foo",), ["unknown experiment 'foo'"]),
     "misspelt key": (("trainer.epoch=3",), ["unknown key 'trainer.epoch'", "eval_every"]),
     "negative tolerance": (("task=dummy", "solver.rtol=-1"), ["rtol", "-1"]),
+    "unknown solver option": (("task=dummy", "+solver.tol=1"), ["'tol'", "rtol, atol"]),
     "fixed step without step size": (("task=dummy", "solver=euler", "solver.step_size=null"),
                                      ["euler", "step_size"]),
     "missing data directory": (("task=dummy", "task.require_data_dir=true",

@@ -9,7 +9,7 @@ from conftest import CONFIG_DIR, REPO_ROOT, compose_config
 from hydra import compose, initialize_config_dir
 
 import aca
-from aca.task import Analysis, Task
+from aca.task import Analysis, Task, ode_options
 from aca.train.config import task_class
 from aca.train.optim import build_optimizer, build_scheduler, check_recipe
 
@@ -105,3 +105,20 @@ def test_trainer_and_logger_groups_compose(trainer: str) -> None:
 def test_task_may_choose_the_monitored_metric() -> None:
     assert compose_config("task=dummy").trainer.monitor == "test_mse"
     assert compose_config("task=dummy", "trainer.monitor=test_x").trainer.monitor == "test_x"
+
+
+def test_solver_groups_state_the_library_s_defaults() -> None:
+    """The solve options of a run come from aca.SolveOptions: the solver configs repeat
+    its tolerances (so a task's default run solves as odeint does), and every key of the
+    solver and method groups is an option of that name."""
+    defaults = aca.SolveOptions()
+    for solver in SOLVERS:
+        cfg = compose_config(f"solver={solver}")
+        assert (cfg.solver.rtol, cfg.solver.atol) == (defaults.rtol, defaults.atol)
+        options = ode_options(cfg)
+        assert aca.SolveOptions(**options).solver == solver
+        assert set(options) == set(aca.SolveOptions.names())
+    tuned = ode_options(compose_config("+solver.safety=0.8", "method.max_checkpoints=4"))
+    assert (tuned["safety"], tuned["max_checkpoints"]) == (0.8, 4)
+    with pytest.raises(aca.InvalidOptionError, match=r"unknown solve option.*'tol'.*rtol"):
+        ode_options(compose_config("+solver.tol=0.1"))

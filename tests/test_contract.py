@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchdiffeq
-from odes import MLP, Linear, relative_error
+from odes import MLP, Linear, relative_error, replay_steps
 from torch import nn
 
 import aca
@@ -122,12 +122,17 @@ def test_case_02_aca_time_gradient_equals_naive_on_a_grid():
     assert relative_error(grads["aca"], grads["naive"]) < 1e-12
 
 
+@pytest.mark.parametrize("interpolate", [True, False])
 @pytest.mark.parametrize("max_checkpoints", [None, 3])
-def test_case_02_aca_time_gradient_is_autograd_through_the_accepted_steps(max_checkpoints):
+def test_case_02_aca_time_gradient_is_autograd_through_the_accepted_steps(max_checkpoints,
+                                                                           interpolate):
+    """Output times inside a step move the interpolant's θ (its derivative is the time
+    gradient); the last one moves the landing step's size; t[0] moves every step."""
     func, y0 = MLP(), torch.randn(4, 3)
     times = [0.0, 0.4, 1.3, 2.0]
     t = torch.tensor(times, requires_grad=True)
-    ys = aca.odeint(func, y0, t, rtol=1e-7, atol=1e-9, max_checkpoints=max_checkpoints)
+    ys = aca.odeint(func, y0, t, rtol=1e-7, atol=1e-9, max_checkpoints=max_checkpoints,
+                    interpolate=interpolate)
     (got,) = torch.autograd.grad(loss_of(ys), [t])
 
     from aca.solvers import AdaptiveSteps
@@ -135,21 +140,10 @@ def test_case_02_aca_time_gradient_is_autograd_through_the_accepted_steps(max_ch
     tableau, cp = SOLVERS["dopri5"], Checkpoints()
     with torch.no_grad():
         integrate(func, y0, times, tableau, AdaptiveSteps(1e-7, 1e-9, tableau.order), 10**4,
-                  checkpoints=cp)
+                  checkpoints=cp, interpolate=interpolate)
+    assert bool(cp.inside) == interpolate
     T = torch.tensor(times, requires_grad=True)
-    y, outs, start = y0, [y0], 0
-    for k, end in enumerate(cp.segment_ends, start=1):  # the steps of [t_{k-1}, t_k]
-        for i in range(start, end):
-            t_i = T[k - 1] + (cp.times[i] - times[k - 1])
-            h = T[k] - t_i if i == end - 1 else cp.steps[i]
-            ks = []
-            for c, row in zip(tableau.c[:-1], tableau.a[:-1]):
-                stage = y + h * sum((a * kk for a, kk in zip(row, ks)), torch.zeros_like(y))
-                ks.append(func(t_i + c * h, stage))
-            y = y + h * sum(b * kk for b, kk in zip(tableau.b, ks))
-        outs.append(y)
-        start = end
-    (want,) = torch.autograd.grad(loss_of(torch.stack(outs)), [T])
+    (want,) = torch.autograd.grad(loss_of(replay_steps(func, y0, T, times, cp, tableau)), [T])
     assert (got - want).abs().max() < 1e-9 * want.abs().max()
 
 
@@ -207,8 +201,8 @@ def test_case_04_dropout_is_replayed(solver, step_size):
     ys_naive, naive_grads, _ = grads("naive")
     assert torch.allclose(ys_aca, ys_naive, rtol=1e-12)  # the same forward, masks included
     # naive also differentiates the step-size control, which sees the dropout noise: equal
-    # on a grid, 1-2 % apart when adaptive (15 % when the first stage is not replayed)
-    assert relative_error(aca_grads, naive_grads) < (1e-12 if step_size else 0.05)
+    # on a grid, 1-6 % apart when adaptive (15 % when the first stage is not replayed)
+    assert relative_error(aca_grads, naive_grads) < (1e-12 if step_size else 0.1)
     # recomputed states equal the forward's only if every step's masks are replayed
     _, bounded, _ = grads("aca", max_checkpoints=2)
     assert all(torch.equal(a, b) for a, b in zip(aca_grads, bounded))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torchdiffeq
-from odes import MLP, Linear, relative_error
+from odes import MLP, Linear, relative_error, replay_steps
 from torch import nn
 
 import aca
@@ -21,37 +21,26 @@ def loss_grads(func, y0, t, create_graph=False, **options):
     return torch.autograd.grad(loss, [y0, *func.parameters()], create_graph=create_graph)
 
 
-def reference_rk(func, y0, times, steps, outputs_at, tableau):
-    """Autograd through the given steps with a textbook explicit RK, written
-    independently of aca's stepping code."""
-    y, ys = y0, [y0]
-    for i, (t, h) in enumerate(zip(times, steps)):
-        ks = []
-        for c, row in zip(tableau.c, tableau.a):
-            stage = y + h * sum((a * k for a, k in zip(row, ks)), torch.zeros_like(y))
-            ks.append(func(t + c * h, stage))
-        y = y + h * sum(b * k for b, k in zip(tableau.b, ks))
-        if i + 1 in outputs_at:
-            ys.append(y)
-    return torch.stack(ys)
-
-
+@pytest.mark.parametrize("interpolate", [True, False])
 @pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5", "tsit5", "dopri8"])
-def test_aca_equals_autograd_through_the_accepted_steps(solver):
-    func, t = MLP(), [0.0, 0.4, 3.0]
+def test_aca_equals_autograd_through_the_accepted_steps(solver, interpolate):
+    """ACA's gradient is autograd through the accepted steps and, with dense output, the
+    interpolants of the outputs inside them (several outputs in one step included)."""
+    func, t = MLP(), [0.0, 0.4, 0.4005, 0.401, 3.0]
     y0 = torch.randn(4, 3, requires_grad=True)
     rtol = 1e-5 if solver == "heun_euler" else 1e-8
     atol = rtol / 100
-    got = loss_grads(func, y0, t, solver=solver, gradient="aca", rtol=rtol, atol=atol)
+    got = loss_grads(func, y0, t, solver=solver, gradient="aca", rtol=rtol, atol=atol,
+                     interpolate=interpolate)
 
     checkpoints = Checkpoints()
     tableau = SOLVERS[solver]
     with torch.no_grad():
         integrate(func, y0, t, tableau, AdaptiveSteps(rtol, atol, tableau.order), 10**4,
-                  checkpoints=checkpoints)
+                  checkpoints=checkpoints, interpolate=interpolate)
     assert len(checkpoints.times) > 4
-    ys = reference_rk(func, y0, checkpoints.times, checkpoints.steps,
-                      set(checkpoints.segment_ends), tableau)
+    assert not interpolate or any(len(ks) > 1 for ks in checkpoints.inside.values())
+    ys = replay_steps(func, y0, torch.tensor(t), t, checkpoints, tableau)
     loss = (ys**2).sum() + ys[1:].sin().sum()
     want = torch.autograd.grad(loss, [y0, *func.parameters()])
     assert relative_error(got, want) < 1e-10
@@ -94,6 +83,7 @@ def test_naive_differentiates_the_step_size_search():
     assert 1e-9 < relative_error(naive, fixed_h) < 1e-4  # measured 1.0e-6; round-off ~1e-15
 
     landing, stats = torch.linspace(0.0, 1.0, 21), aca.SolveStats()
+    options["interpolate"] = False
     naive = loss_grads(func, y0, landing, gradient="naive", stats=stats, **options)
     assert stats.accepted == 20 and stats.rejected == 0  # every step is an output interval
     fixed_h = loss_grads(func, y0, landing, gradient="aca", **options)
@@ -136,8 +126,9 @@ def test_adjoint_takes_torchdiffeq_odeint_adjoint_s_steps(tol):
         func = DecayingMLP()
         y0 = torch.randn(32, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
         t = torch.tensor([0.0, 2.0, 5.0])
-        if library == "aca":
-            ys = aca.odeint(func, y0, t, gradient="adjoint", rtol=tol, atol=tol)
+        if library == "aca":  # landing on every output, as torchdiffeq with step_t
+            ys = aca.odeint(func, y0, t, gradient="adjoint", rtol=tol, atol=tol,
+                            interpolate=False)
         else:
             ys = torchdiffeq.odeint_adjoint(func, y0, t, rtol=tol, atol=tol, method="dopri5",
                                             options={"step_t": t}, adjoint_options={})
@@ -267,7 +258,7 @@ def test_second_order_gradients_through_aca(solver, step_size):
     params = list(func.parameters())
 
     def penalty_grads(gradient):
-        grads = loss_grads(func, y0, [0.0, 1.0], create_graph=True, solver=solver,
+        grads = loss_grads(func, y0, [0.0, 0.3, 1.0], create_graph=True, solver=solver,
                            step_size=step_size, gradient=gradient, rtol=1e-6, atol=1e-8)
         penalty = sum((g**2).sum() for g in grads[1:])
         return torch.autograd.grad(penalty, [y0, *params])
@@ -278,13 +269,14 @@ def test_second_order_gradients_through_aca(solver, step_size):
     else:
         checkpoints, tableau = Checkpoints(), SOLVERS[solver]
         with torch.no_grad():
-            integrate(func, y0, [0.0, 1.0], tableau, AdaptiveSteps(1e-6, 1e-8, tableau.order),
-                      10**4, checkpoints=checkpoints)
-        assert len(checkpoints.times) >= 4  # steps the controller chose
+            integrate(func, y0, [0.0, 0.3, 1.0], tableau,
+                      AdaptiveSteps(1e-6, 1e-8, tableau.order), 10**4, checkpoints=checkpoints,
+                      interpolate=True)
+        assert len(checkpoints.times) >= 4 and checkpoints.inside  # 0.3 inside a step
 
         def through_the_steps(y0, params):  # autograd through the accepted steps
-            ys = reference_rk(func, y0, checkpoints.times, checkpoints.steps,
-                              set(checkpoints.segment_ends), tableau)
+            ys = replay_steps(func, y0, torch.tensor([0.0, 0.3, 1.0]), [0.0, 0.3, 1.0],
+                              checkpoints, tableau)
             loss = (ys**2).sum() + ys[1:].sin().sum()
             return torch.autograd.grad(loss, [y0, *params], create_graph=True)
 

@@ -138,8 +138,9 @@ def test_controller_options_of_odeint_reach_the_controller():
         torchdiffeq.odeint(func, y0, t, method="dopri5", rtol=1e-6, atol=1e-6,
                            options={"step_t": t, **options})
     tuned, default = aca.SolveStats(), aca.SolveStats()
-    aca.odeint(func, y0, t, rtol=1e-6, atol=1e-6, stats=tuned, **options)
-    aca.odeint(func, y0, t, rtol=1e-6, atol=1e-6, stats=default)
+    # landing on every output, as torchdiffeq with step_t
+    aca.odeint(func, y0, t, rtol=1e-6, atol=1e-6, stats=tuned, interpolate=False, **options)
+    aca.odeint(func, y0, t, rtol=1e-6, atol=1e-6, stats=default, interpolate=False)
     assert (tuned.accepted, tuned.rejected) == (len(func.accepted), func.rejected)
     assert (tuned.accepted, tuned.rejected) != (default.accepted, default.rejected)
 

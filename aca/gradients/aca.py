@@ -1,11 +1,13 @@
 """Adaptive checkpoint adjoint (Zhuang et al. 2020).
 
 Forward: solve without a graph, keep the accepted steps ``(t_i, h_i, y_i)``.
-Backward: walk the accepted steps in reverse, rebuild each one with its graph
-and back-propagate through it. ``h_i`` is a constant, except that a step landing
-on an output time ``t_k`` has size ``t_k - t_i``, and ``t_i`` is the output time
-its interval starts from plus a constant: so the gradient equals autograd through
-the accepted discrete steps for ``y0``, the parameters and the output times.
+Backward: walk the accepted steps in reverse, rebuild each one with its graph,
+together with the outputs interpolated inside it, and back-propagate through
+them. ``h_i`` is a constant, except that a step landing on an output time ``t_k``
+has size ``t_k - t_i``, ``t_i`` is the output time its interval starts from plus
+a constant, and an output inside a step is its continuous extension at
+``θ = (t_k - t_i) / h_i``: so the gradient equals autograd through the accepted
+discrete steps and interpolants for ``y0``, the parameters and the output times.
 Random numbers ``func`` drew (dropout) are replayed step by step.
 
 Memory: the checkpoints plus one step's graph. With ``max_checkpoints=K`` at most
@@ -18,7 +20,7 @@ same gradient, bit for bit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from math import comb
 
 import torch
@@ -27,22 +29,25 @@ from torch import Tensor
 from aca.gradients.base import Problem, accumulate, preserved_buffers
 from aca.gradients.replay import RandomStates, pack, unpack
 from aca.gradients.watch import Watched, unreplayable_random
-from aca.solvers import Checkpoints, rk_step
-from aca.solvers.step import Scalar
+from aca.solvers import Checkpoints, dense_output, rk_step
 
 
 class _Steps:
     """The accepted steps of the forward solve, taken again as the forward took
-    them (random numbers replayed); counts the evaluations made."""
+    them (random numbers replayed), with the outputs interpolated inside them;
+    counts the evaluations made."""
 
     def __init__(self, problem: Problem, cp: Checkpoints, replayed: RandomStates | None,
                  unreplayed: RandomStates, rows: list[tuple[int, int]]) -> None:
         self.problem, self.replayed, self.unreplayed = problem, replayed, unreplayed
         self.rows = rows
-        self.times, self.steps, self.segment_ends = cp.times, cp.steps, cp.segment_ends
-        #: output time index k of the interval [t_{k-1}, t_k] that holds step i
-        self.interval = [k for k, (a, b) in enumerate(zip([0, *cp.segment_ends], cp.segment_ends),
-                                                      start=1) for _ in range(a, b)]
+        self.times, self.steps, self.inside = cp.times, cp.steps, cp.inside
+        #: the output times (indices) the interval of step i runs between: its stops
+        self.interval = [(cp.stops[j - 1], cp.stops[j])
+                         for j, (a, b) in enumerate(zip([0, *cp.segment_ends], cp.segment_ends),
+                                                    start=1) for _ in range(a, b)]
+        #: the output time (index) reached after this many steps, for every stop but t[0]
+        self.stop_after = dict(zip(cp.segment_ends, cp.stops[1:]))
         self.landing = {end - 1 for end in cp.segment_ends}
         self.nfe = 0
         self.random: list[Tensor] = []  # the packed snapshots, set from the saved tensors
@@ -50,10 +55,20 @@ class _Steps:
     def __len__(self) -> int:
         return len(self.times)
 
-    def take(self, i: int, y: Tensor, t: Scalar | None = None, h: Scalar | None = None) -> Tensor:
-        """Step ``i`` from ``y`` (``t``, ``h``: its time and size as tensors, if given)."""
-        t = self.times[i] if t is None else t
-        h = self.steps[i] if h is None else h
+    def take(self, i: int, y: Tensor, t_out: Mapping[int, Tensor] | None = None,
+             dense: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Step ``i`` from ``y``, and (``dense``) the outputs interpolated inside it.
+        ``t_out``: output times as tensors (by index; those of the step's interval and
+        the outputs inside it) that the step's start time, size and interpolation points
+        then depend on as in the forward: ``t_i = t_a + c``, a landing step's
+        ``h_i = t_b - t_i``, ``θ = (t_k - t_i) / h_i``."""
+        t, h, shift = self.times[i], self.steps[i], 0.0
+        if t_out is not None:
+            start, end = self.interval[i]
+            shift = t_out[start] - t_out[start].detach()  # 0, with derivative 1
+            t = t + shift
+            if i in self.landing:
+                h = h + (t_out[end] - t_out[end].detach()) - shift
         k1 = None
         if self.replayed is not None:
             first, rest = self.rows[i]
@@ -62,23 +77,20 @@ class _Steps:
             self.nfe += 1
             if rest >= 0:
                 RandomStates.set(unpack(self.random, self.replayed, rest))
-        step = rk_step(self.problem.rhs, t, y, h, self.problem.tableau, k1=k1)
+        inside = self.inside.get(i, []) if dense else []
+        step = rk_step(self.problem.rhs, t, y, h, self.problem.tableau, k1=k1, dense=bool(inside))
         self.nfe += step.nfe
-        return step.y
+        outputs = []
+        for k in inside:
+            offset = self.problem.times[k] - self.times[i]
+            if t_out is not None:
+                offset = offset + (t_out[k] - t_out[k].detach()) - shift
+            outputs.append(dense_output(y, h, step.stages, self.problem.tableau, offset / h))
+        return step.y, outputs
 
     def advance(self, i: int, y: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.take(i, y)
-
-    def time_args(self, i: int, start: Tensor, end: Tensor) -> tuple[Tensor, Scalar]:
-        """Step ``i``'s start time and size with the values of the forward and the
-        derivatives of ``t_i = start + c`` and, for a landing step, ``h_i = end - t_i``
-        (``start``, ``end``: the output times of its interval, as tensors)."""
-        shift = start - start.detach()  # 0, with derivative 1
-        t = self.times[i] + shift
-        if i not in self.landing:
-            return t, self.steps[i]
-        return t, self.steps[i] + (end - end.detach()) - shift
+            return self.take(i, y)[0]
 
     @contextlib.contextmanager
     def replaying(self) -> Iterator[None]:
@@ -161,9 +173,8 @@ class _ACA(torch.autograd.Function):
 
 def _backward_step_by_step(ctx, steps: _Steps, grad_ys: Tensor, states: dict[int, Tensor],
                            t: Tensor | None, params: list[Tensor]) -> list[Tensor | None]:
-    """Rebuild one step at a time, last first, and back-propagate through it."""
-    # output k (k >= 1) is the state after segment_ends[k - 1] steps
-    outputs_at = {end: k for k, end in enumerate(steps.segment_ends[:-1], start=1)}
+    """Rebuild one step at a time (with the outputs inside it), last first, and
+    back-propagate through it."""
     adjoint = grad_ys[-1]
     param_grads: list[Tensor | None] = [None] * len(params)
     want_t = ctx.needs_input_grad[2]
@@ -172,48 +183,43 @@ def _backward_step_by_step(ctx, steps: _Steps, grad_ys: Tensor, states: dict[int
                                                                     torch.float32))
     with torch.enable_grad():
         for i, state in _reverse(steps, states, steps.problem.max_checkpoints):
-            if i + 1 in outputs_at:
-                adjoint = adjoint + grad_ys[outputs_at[i + 1]]
+            if i + 1 < len(steps) and i + 1 in steps.stop_after:
+                adjoint = adjoint + grad_ys[steps.stop_after[i + 1]]
             y_i = state.detach().requires_grad_()
+            inside = steps.inside.get(i, [])
+            t_out = {}
             if want_t:
-                k = steps.interval[i]
-                ends = [state.new_tensor(times[k - 1], requires_grad=True),
-                        state.new_tensor(times[k], requires_grad=True)]
-                y_next = steps.take(i, y_i, *steps.time_args(i, *ends))
-            else:
-                ends = []
-                y_next = steps.take(i, y_i)
-            grads = torch.autograd.grad(y_next, (y_i, *params, *ends), adjoint,
-                                        allow_unused=True)
+                t_out = {k: state.new_tensor(times[k], requires_grad=True)
+                         for k in (*steps.interval[i], *inside)}
+            y_next, outputs = steps.take(i, y_i, t_out if want_t else None, dense=True)
+            grads = torch.autograd.grad([y_next, *outputs], (y_i, *params, *t_out.values()),
+                                        [adjoint, *grad_ys[inside]], allow_unused=True)
             adjoint = grads[0]
             accumulate(param_grads, grads[1:1 + len(params)])
-            for j, grad in enumerate(grads[1 + len(params):]):
+            for k, grad in zip(t_out, grads[1 + len(params):]):
                 if grad is not None:
-                    t_grad[k - 1 + j] += grad
+                    t_grad[k] += grad
     adjoint = adjoint + grad_ys[0]
     return [adjoint, t_grad.to(t) if want_t else None, *param_grads]
 
 
 def _backward_through_chain(ctx, steps: _Steps, grad_ys: Tensor, y0: Tensor, t: Tensor | None,
                             params: list[Tensor]) -> list[Tensor | None]:
-    """Higher-order gradients (``create_graph=True``): rebuild the accepted steps as
-    one differentiable chain from ``y0`` so that the gradient itself has a graph."""
+    """Higher-order gradients (``create_graph=True``): rebuild the accepted steps (and
+    the outputs inside them) as one differentiable chain from ``y0`` so that the
+    gradient itself has a graph."""
     want_t = ctx.needs_input_grad[2]
-    output_times = t.to(y0) if want_t else None
-    output_ends = set(steps.segment_ends)
-    y, outputs = y0, [y0]
+    t_out = dict(enumerate(t.to(y0).unbind())) if want_t else None
+    y, outputs = y0, {0: y0}
     for i in range(len(steps)):
-        if want_t:
-            k = steps.interval[i]
-            y = steps.take(i, y, *steps.time_args(i, output_times[k - 1], output_times[k]))
-        else:
-            y = steps.take(i, y)
-        if i + 1 in output_ends:
-            outputs.append(y)
+        y, inside = steps.take(i, y, t_out, dense=True)
+        outputs.update(zip(steps.inside.get(i, []), inside))
+        if i + 1 in steps.stop_after:
+            outputs[steps.stop_after[i + 1]] = y
     inputs = (y0, t, *params)
     wanted = [x for x, needed in zip(inputs, ctx.needs_input_grad[1:]) if needed]
-    grads = iter(torch.autograd.grad(torch.stack(outputs), wanted, grad_ys, create_graph=True,
-                                     allow_unused=True))
+    ys = torch.stack([outputs[k] for k in range(len(outputs))])
+    grads = iter(torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True))
     return [next(grads) if needed else None for needed in ctx.needs_input_grad[1:]]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -12,32 +13,30 @@ from torch import Tensor, nn
 from aca.solvers import AdaptiveSteps, Checkpoints, ConstantSteps, Counts, integrate, rms_norm
 from aca.solvers.control import Norm
 from aca.solvers.step import Func, Scalar
-from aca.solvers.tableau import ButcherTableau
 from aca.stats import StatsSinks
+
+if TYPE_CHECKING:
+    from aca.options import SolveOptions
 
 
 @dataclass
 class Problem:
-    """A solve request: the function, output times, method and controller
-    settings, and where statistics go. Gradient methods call ``solve``.
+    """A solve request: the function, output times, the options (method, controller
+    settings), and where statistics go. Gradient methods call ``solve``.
 
     ``t`` is the output times as the caller gave them when that is a tensor
     (gradients flow to it); ``extra_params`` the tensors passed as ``params=``."""
 
     func: Func
     times: list[float]
-    tableau: ButcherTableau
-    step_size: float | None
-    max_steps: int
-    rtol: float
-    atol: float
-    controller_options: dict = field(default_factory=dict)
-    max_checkpoints: int | None = None
+    options: SolveOptions
     sinks: StatsSinks = field(default_factory=lambda: StatsSinks(None))
     t: Tensor | None = None
     extra_params: list[Tensor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.tableau, self.step_size = self.options.tableau, self.options.step_size
+        self.max_checkpoints = self.options.max_checkpoints
         ignores_time = getattr(self.func, "ignores_time", False)
         self.rhs = self.func if ignores_time else _tensor_time(self.func)
         module = self.func if isinstance(self.func, nn.Module) else nn.Module()
@@ -54,8 +53,9 @@ class Problem:
                    differentiable: bool = False) -> ConstantSteps | AdaptiveSteps:
         if self.step_size is not None:
             return ConstantSteps(self.step_size)
-        return AdaptiveSteps(self.rtol, self.atol, self.tableau.order, norm=norm,
-                             differentiable=differentiable, **self.controller_options)
+        options = self.options
+        return AdaptiveSteps(options.rtol, options.atol, self.tableau.order, norm=norm,
+                             differentiable=differentiable, **options.controller_settings)
 
     def solve(self, y0: Tensor, *, func: Func | None = None, times: list[float] | None = None,
               norm: Norm = rms_norm, differentiable: bool = False,
@@ -70,8 +70,9 @@ class Problem:
         elif differentiable and self.step_size is None:
             time_args = [y0.new_tensor(t) for t in times]
         controller = self.controller(norm, differentiable and self.step_size is None)
-        return integrate(func or self.rhs, y0, times, self.tableau, controller, self.max_steps,
-                         time_args=time_args, checkpoints=checkpoints)
+        return integrate(func or self.rhs, y0, times, self.tableau, controller,
+                         self.options.max_steps, time_args=time_args, checkpoints=checkpoints,
+                         interpolate=self.options.interpolate)
 
     def report_forward(self, counts: Counts) -> None:
         self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted, rejected=counts.rejected)

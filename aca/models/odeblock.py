@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor, nn
 
-from aca.odeint import check_options, odeint
+from aca.odeint import odeint
+from aca.options import SolveOptions
 from aca.stats import SolveStats
-
-_DEFAULTS = {"solver": "dopri5", "gradient": "aca", "rtol": 1e-3, "atol": 1e-6,
-             "step_size": None, "max_steps": 10_000, "max_checkpoints": None}
-_CONTROLLER = ("safety", "ifactor", "dfactor", "pi_beta")
 
 
 class _Autonomous(nn.Module):
@@ -32,24 +30,24 @@ class ODEBlock(nn.Module):
 
     With ``time_dependent=False`` (a plain layer stack such as conv-BN-ReLU),
     ``func(y)`` is called; with ``True``, ``func(t, y)``. Remaining keyword
-    arguments are those of ``aca.odeint`` and are checked here, at construction
-    (``params``: tensors besides ``func``'s parameters that gradients must reach).
+    arguments are the fields of ``aca.SolveOptions`` (``aca.odeint``'s options),
+    checked here, at construction; ``params``: tensors besides ``func``'s
+    parameters that gradients must reach.
     Batch norm inside ``func`` is fine: evaluations made in backward (ACA rebuilds,
     adjoint) leave the running statistics untouched. ``stats`` holds the counts of
     the last forward call, its backward added when that runs.
     """
 
     def __init__(self, func: nn.Module, t0: float = 0.0, t1: float = 1.0,
-                 time_dependent: bool = False, **options: Any) -> None:
+                 time_dependent: bool = False, params: Iterable[Tensor] | None = None,
+                 **options: Any) -> None:
         super().__init__()
-        unknown = set(options) - set(_DEFAULTS) - set(_CONTROLLER) - {"params"}
+        unknown = sorted(set(options) - set(SolveOptions.names()))
         if unknown:
-            raise TypeError(f"unknown ODEBlock option(s) {sorted(unknown)}; "
-                            f"valid: {sorted(_DEFAULTS)}, params and controller settings "
-                            f"{list(_CONTROLLER)}")
-        self.params = options.pop("params", None)
-        self.options = {**_DEFAULTS, **options}
-        check_options(**self.options)
+            raise TypeError(f"unknown ODEBlock option(s) {unknown}; valid: "
+                            f"{', '.join(SolveOptions.names())} and params")
+        self.options = SolveOptions(**options)
+        self.params = params
         self.func = func if time_dependent else _Autonomous(func)
         self.t0, self.t1 = float(t0), float(t1)
         self.stats = SolveStats()
@@ -57,8 +55,10 @@ class ODEBlock(nn.Module):
     def forward(self, y: Tensor) -> Tensor:
         self.stats = SolveStats()
         return odeint(self.func, y, [self.t0, self.t1], stats=self.stats, params=self.params,
-                      **self.options)[-1]
+                      **self.options.as_dict())[-1]
 
     def extra_repr(self) -> str:
-        opts = ", ".join(f"{k}={v}" for k, v in self.options.items() if v is not None)
-        return f"t0={self.t0}, t1={self.t1}, {opts}"
+        defaults = SolveOptions()
+        changed = ", ".join(f"{name}={value}" for name, value in self.options.as_dict().items()
+                            if value != getattr(defaults, name) or name in ("solver", "gradient"))
+        return f"t0={self.t0}, t1={self.t1}, {changed}"

@@ -2,8 +2,8 @@
 
 from aca.solvers.control import AdaptiveSteps, ConstantSteps, rms_norm
 from aca.solvers.integrate import Checkpoints, Counts, integrate
-from aca.solvers.step import Step, rk_step
+from aca.solvers.step import Step, dense_output, rk_step
 from aca.solvers.tableau import ALIASES, SOLVERS, ButcherTableau
 
 __all__ = ["ALIASES", "SOLVERS", "AdaptiveSteps", "ButcherTableau", "Checkpoints", "ConstantSteps",
-           "Counts", "Step", "integrate", "rk_step", "rms_norm"]
+           "Counts", "Step", "dense_output", "integrate", "rk_step", "rms_norm"]

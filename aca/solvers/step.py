@@ -19,18 +19,20 @@ Scalar = float | Tensor  # a Python float, or a 0-dim tensor when step sizes are
 
 
 class Step(NamedTuple):
-    """The result of one step: the new state, the embedded error estimate and the
-    FSAL stage ``func(t_next, y)`` (both only with ``with_error``), evaluations made."""
+    """The result of one step: the new state, the embedded error estimate (only with
+    ``with_error``), the FSAL stage ``func(t_next, y)`` (when evaluated), the
+    evaluations made and every stage evaluated (for the continuous extension)."""
 
     y: Tensor
     error: Tensor | None
     k_last: Tensor | None
     nfe: int
+    stages: list[Tensor]
 
 
 def weighted_sum(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
     """``Σ w_j k_j`` over the non-zero weights, accumulated in one buffer."""
-    terms = [(w, k) for w, k in zip(weights, ks) if w != 0.0]
+    terms = [(w, k) for w, k in zip(weights, ks) if w != 0.0] or [(0.0, ks[0])]
     acc = torch.mul(terms[0][1], terms[0][0])
     for w, k in terms[1:]:
         acc.add_(k, alpha=w)
@@ -54,6 +56,7 @@ def rk_step(
     k1: Tensor | None = None,
     t_next: Scalar | None = None,
     with_error: bool = False,
+    dense: bool = False,
 ) -> Step:
     """Advance ``y`` from ``t`` by ``h``.
 
@@ -61,7 +64,8 @@ def rk_step(
     the autograd graph (naive); ``func`` receives stage times of the same kind.
     ``k1`` is ``func(t, y)`` when the caller already has it (FSAL); ``t_next`` is the
     time the step lands on, exactly (default ``t + h``).
-    The last stage is evaluated and returned only for FSAL methods with ``with_error``.
+    The last stage of an FSAL method is evaluated only with ``with_error`` (the
+    error estimate uses it) or ``dense`` (the continuous extension does).
     """
     nfe = 0
     if k1 is None:
@@ -73,12 +77,32 @@ def rk_step(
         ks.append(func(t + tableau.c[i] * h, stage))
         nfe += 1
     y_new = advance(y, h, tableau.b, ks)
-    if not with_error:
-        return Step(y_new, None, None, nfe)
     k_last = None
-    if tableau.fsal:
+    if tableau.fsal and (with_error or dense):
         k_last = func(t + h if t_next is None else t_next, y_new)
         ks.append(k_last)
         nfe += 1
-    error = h * weighted_sum(tableau.b_error, ks)
-    return Step(y_new, error, k_last, nfe)
+    error = h * weighted_sum(tableau.b_error, ks) if with_error else None
+    return Step(y_new, error, k_last, nfe, ks)
+
+
+def dense_output(y: Tensor, h: Scalar, stages: Sequence[Tensor], tableau: ButcherTableau,
+                theta: Scalar) -> Tensor:
+    """The continuous extension of a step from ``y`` of size ``h`` with these stages
+    (all of them: ``rk_step(..., dense=True)``), at ``t + θh``: ``y + h Σ_j b_j(θ) k_j``.
+    ``θ`` is a float, or a 0-dim tensor in the autograd graph (then so are the weights)."""
+    if len(stages) != len(tableau.dense):
+        raise ValueError(f"{tableau.name}'s interpolant needs {len(tableau.dense)} stages, "
+                         f"got {len(stages)}: take the step with dense=True")
+    if isinstance(theta, Tensor):  # the weights as one small tensor expression in θ
+        coefficients = theta.new_tensor(tableau.dense)
+        powers = theta ** torch.arange(1, coefficients.shape[1] + 1, device=theta.device)
+        weights = (coefficients @ powers).to(y.dtype)
+        return y + h * torch.tensordot(weights, torch.stack(list(stages)), 1)
+    weights = []
+    for row in tableau.dense:  # b_j(θ) by Horner's rule
+        weight = 0.0
+        for coefficient in reversed(row):
+            weight = (weight + coefficient) * theta
+        weights.append(weight)
+    return advance(y, h, weights, stages)

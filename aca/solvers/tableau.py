@@ -1,9 +1,12 @@
 """Explicit Runge–Kutta methods as data: Butcher tableaus with embedded error
-estimates. Adding a method is adding a tableau; the stepping code is shared."""
+estimates and continuous extensions (dense output). Adding a method is adding a
+tableau; the stepping code is shared."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+Polynomials = tuple[tuple[float, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -12,7 +15,11 @@ class ButcherTableau:
     entries), ``b`` the weights of the propagated solution (of order ``order``),
     ``b_error`` the weights of the embedded error estimate ``b - b_hat`` (None for
     a fixed-step-only method). A method is FSAL when its last stage is evaluated
-    at the new solution, so the next step reuses it as its first stage."""
+    at the new solution, so the next step reuses it as its first stage.
+
+    ``dense`` is the continuous extension, of order ``dense_order``: inside a step,
+    ``y(t + θh) = y + h Σ_j b_j(θ) k_j`` with ``b_j(θ) = Σ_m dense[j][m] θ^(m+1)``,
+    one row per stage (an FSAL method's last stage included), and ``b_j(1) = b_j``."""
 
     name: str
     c: tuple[float, ...]
@@ -20,6 +27,16 @@ class ButcherTableau:
     b: tuple[float, ...]
     order: int
     b_error: tuple[float, ...] | None = None
+    dense: Polynomials = ()
+    dense_order: int = 0
+
+    def __post_init__(self) -> None:
+        """Every method has a continuous extension that ends at the step's solution."""
+        if len(self.dense) != len(self.c) or self.dense_order < 1:
+            raise ValueError(f"{self.name}: dense output needs one polynomial per stage")
+        for j, (row, weight) in enumerate(zip(self.dense, self.b)):
+            if abs(sum(row) - weight) > 1e-14 * sum(map(abs, row)) + 1e-16:
+                raise ValueError(f"{self.name}: dense output b_{j}(1) = {sum(row)} != b_{j}")
 
     @property
     def adaptive(self) -> bool:
@@ -37,9 +54,25 @@ class ButcherTableau:
         return len(self.c) - 1 if self.fsal else len(self.c)
 
 
-EULER = ButcherTableau("euler", c=(0.0,), a=((),), b=(1.0,), order=1)
+def hermite(b: tuple[float, ...]) -> Polynomials:
+    """The cubic Hermite interpolant of an FSAL method's step (order 3): the values
+    ``y`` and ``y + h Σ b_j k_j`` and the slopes ``k_1 = f(t, y)`` and the last stage
+    ``f(t + h, y_new)``, as stage polynomials (no evaluation beyond the step's own)."""
+    start, end = (1.0, -2.0, 1.0), (0.0, -1.0, 1.0)  # θ - 2θ² + θ³, -θ² + θ³
+    rows = [[weight * x for x in (0.0, 3.0, -2.0)] for weight in b]  # b_j (3θ² - 2θ³)
+    rows[0] = [r + x for r, x in zip(rows[0], start)]
+    rows[-1] = [r + x for r, x in zip(rows[-1], end)]
+    return tuple(tuple(row) for row in rows)
 
-MIDPOINT = ButcherTableau("midpoint", c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0), order=2)
+
+# Methods without an FSAL stage use their stages' own ("free") continuous extension
+# of the method's order (rk4: 3), since a Hermite interpolant would need f at the
+# step's end, an evaluation they do not make.
+EULER = ButcherTableau("euler", c=(0.0,), a=((),), b=(1.0,), order=1, dense=((1.0,),),
+                       dense_order=1)
+
+MIDPOINT = ButcherTableau("midpoint", c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0), order=2,
+                          dense=((1.0, -1.0), (0.0, 1.0)), dense_order=2)
 
 RK4 = ButcherTableau(
     "rk4",
@@ -47,21 +80,27 @@ RK4 = ButcherTableau(
     a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
     b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
     order=4,
+    dense=((1.0, -3 / 2, 2 / 3), (0.0, 1.0, -2 / 3), (0.0, 1.0, -2 / 3), (0.0, -1 / 2, 2 / 3)),
+    dense_order=3,
 )
 
 # Heun's method (order 2) with Euler (order 1) as the embedded estimate.
 HEUN_EULER = ButcherTableau(
-    "heun_euler", c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2, b_error=(-0.5, 0.5)
+    "heun_euler", c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2, b_error=(-0.5, 0.5),
+    dense=((1.0, -0.5), (0.0, 0.5)), dense_order=2,
 )
 
-# Bogacki–Shampine 3(2).
+# Bogacki–Shampine 3(2); its continuous extension is the cubic Hermite.
+_BOSH3_B = (2 / 9, 1 / 3, 4 / 9, 0.0)
 BOSH3 = ButcherTableau(
     "bosh3",
     c=(0.0, 0.5, 0.75, 1.0),
-    a=((), (0.5,), (0.0, 0.75), (2 / 9, 1 / 3, 4 / 9)),
-    b=(2 / 9, 1 / 3, 4 / 9, 0.0),
+    a=((), (0.5,), (0.0, 0.75), _BOSH3_B[:-1]),
+    b=_BOSH3_B,
     order=3,
     b_error=(2 / 9 - 7 / 24, 1 / 3 - 1 / 4, 4 / 9 - 1 / 3, -1 / 8),
+    dense=hermite(_BOSH3_B),
+    dense_order=3,
 )
 
 # Dormand–Prince 5(4).
@@ -88,6 +127,19 @@ DOPRI5 = ButcherTableau(
         11 / 84 - 649 / 6300,
         -1 / 60,
     ),
+    # Shampine's (1986) quartic dense output, as in scipy's RK45 (Hairer's DOPRI5 too)
+    dense=(
+        (1.0, -8048581381 / 2820520608, 8663915743 / 2820520608, -12715105075 / 11282082432),
+        (0.0, 0.0, 0.0, 0.0),
+        (0.0, 131558114200 / 32700410799, -68118460800 / 10900136933,
+         87487479700 / 32700410799),
+        (0.0, -1754552775 / 470086768, 14199869525 / 1410260304, -10690763975 / 1880347072),
+        (0.0, 127303824393 / 49829197408, -318862633887 / 49829197408,
+         701980252875 / 199316789632),
+        (0.0, -282668133 / 205662961, 2019193451 / 616988883, -1453857185 / 822651844),
+        (0.0, 40617522 / 29380423, -110615467 / 29380423, 69997945 / 29380423),
+    ),
+    dense_order=4,
 )
 
 # Tsitouras 5(4) (Tsitouras 2011, "Runge–Kutta pairs of order 5(4) satisfying only
@@ -115,6 +167,17 @@ TSIT5 = ButcherTableau(
         -0.00178001105222577714, -0.0008164344596567469, 0.007880878010261995,
         -0.1447110071732629, 0.5823571654525552, -0.45808210592918697, 1 / 66,
     ),
+    # Tsitouras's own quartic interpolant (the paper's b_j(θ), multiplied out)
+    dense=(
+        (1.0, -2.763706197274826, 2.9132554618219126, -1.0530884977290216),
+        (0.0, 0.1317, -0.2234, 0.1017),
+        (0.0, 3.930296236894751, -5.941033872131505, 2.490627285651253),
+        (0.0, -12.411077166933676, 30.338188630282318, -16.548102889244902),
+        (0.0, 37.50931341651104, -88.1789048947664, 47.37952196281928),
+        (0.0, -27.896526289197286, 65.09189467479368, -34.87065786149661),
+        (0.0, 1.5, -4.0, 2.5),
+    ),
+    dense_order=4,
 )
 
 # Dormand–Prince 8(7) (Prince & Dormand 1981, as in torchdiffeq's dopri8).
@@ -162,6 +225,32 @@ DOPRI8 = ButcherTableau(
     b=_DOPRI8_B,
     order=8,
     b_error=tuple(b - bh for b, bh in zip(_DOPRI8_B, _DOPRI8_B_HAT)),
+    # the stage polynomials torchdiffeq's dopri8 evaluates at θ = 1/2 only (for its
+    # quartic fit): used whole they satisfy the order conditions through order 5
+    dense=(
+        (1.0, -6.6910181737837595697, 19.9990069333683970610, -30.0610568289666450593,
+         22.1396504998094068976, -6.3448349392860401388),
+        *((0.0,) * 6,) * 4,
+        (0.0, -7.6142658045872677172, 52.2273532792945524050, -121.4999627731334642623,
+         116.4422149550342161651, -39.6107919852202505218),
+        (0.0, 10.7281392630428866124, -46.8919164181093621583, 83.1721004639847717481,
+         -67.1451318825957197185, 20.3761213808791436958),
+        (0.0, 0.5526637063753648783, -0.1890893225010595467, 9.5724507555993664382,
+         -16.5672243527496524646, 7.3347098826795362023),
+        (0.0, 4.2186562625665153803, -35.7075975946222072821, 87.8406057677205645007,
+         -89.9916014847245016028, 32.8801774352459155182),
+        (0.0, -0.6627209125361597559, 6.2736448083240352160, -17.4152107770762969005,
+         22.6237489648532849093, -10.1588990526426760954),
+        (0.0, -1.2636789001135462218, 10.3160881272450748458, -28.5903289514790976966,
+         32.2362340167355370113, -12.5401268098782561200),
+        (0.0, 5.4106037898590422230, -34.7650769866611817349, 81.6630950584341412934,
+         -82.1020315488359848644, 29.5553001484516038033),
+        (0.0, -7.0321379067945741781, 47.7457971078225540396, -114.9375291377009418170,
+         116.2662185791119533462, -41.7923486424390588923),
+        (0.0, 2.3537586759714983486, -19.0082099341608028453, 50.2558364226176017553,
+         -53.9020777466385396792, 20.3006925822100825485),
+    ),
+    dense_order=5,
 )
 
 _METHODS = (EULER, MIDPOINT, RK4, HEUN_EULER, BOSH3, DOPRI5, TSIT5, DOPRI8)

@@ -167,7 +167,8 @@ class ThreeBody(Task):
             predicted = self.predict(model, times.to(device)).cpu()
         record = {"method": self.ode["gradient"], "model": task.model,
                   "solver": self.ode["solver"], "rtol": self.ode["rtol"],
-                  "atol": self.ode["atol"], **self._mass_metrics(model),
+                  "atol": self.ode["atol"], "interpolate": self.ode["interpolate"],
+                  **self._mass_metrics(model),
                   **self.extrapolation(model, times.to(device), truth.to(device)),
                   **history_totals(history)}
         kept = torch.linspace(0, len(times) - 1, min(len(times), 201)).round().long()

@@ -210,7 +210,8 @@ class VanDerPolLearning(Task):
         task = self.settings
         mu = model.mu.item()
         record = {"method": self.ode["gradient"], "solver": self.ode["solver"],
-                  "rtol": self.ode["rtol"], "atol": self.ode["atol"], "mu_true": float(task.mu),
+                  "rtol": self.ode["rtol"], "atol": self.ode["atol"],
+                  "interpolate": self.ode["interpolate"], "mu_true": float(task.mu),
                   "mu_init": float(task.mu_init), "mu": mu, "mu_error": abs(mu - float(task.mu)),
                   **history_totals(history)}
         y0, observed = data[1][: min(3, len(data[1]))]

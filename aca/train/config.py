@@ -11,9 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 import aca
 from aca.errors import ConfigError
@@ -54,17 +52,11 @@ def build_task(cfg: DictConfig) -> Task | Analysis:
     return cls(cfg.task, ode_options(cfg), seed=cfg.seed, data_dir=cfg.data_dir)
 
 
-class _Decay(nn.Module):
-    def forward(self, t: float, y: torch.Tensor) -> torch.Tensor:
-        return -y
-
-
 def check_ode_options(ode: dict) -> None:
-    """Solve dy/dt = -y once with the run's solver options, so that an unknown solver,
-    a bad tolerance or a fixed-step solver without step size fails before training
-    (with the core's own aca.ODEError message)."""
-    with torch.no_grad():
-        aca.odeint(_Decay(), torch.ones(1), torch.tensor([0.0, 1.0]), **ode)
+    """The run's solver options as ``aca.SolveOptions`` checks them, so that an unknown
+    solver, a bad tolerance or a fixed-step solver without step size fails before
+    training (with the core's own aca.ODEError message)."""
+    aca.SolveOptions(**ode)
 
 
 def is_int(value: Any) -> bool:
