@@ -39,7 +39,8 @@ def toy_error_vs_T(rows: list[dict], methods: list[str], path: Path, alpha: floa
             picked = [row for row in rows if row["method"] == method]
             axis.semilogy([row["T"] for row in picked],
                           [max(row[key], 1e-300) for row in picked], marker=marker, ms=5,
-                          alpha=0.8, label=method)
+                          alpha=0.8, label=method, color=METHOD_COLORS.get(method),
+                          linestyle=LINE_STYLES[methods.index(method) % len(LINE_STYLES)])
         axis.set_xlabel("integration time T (dimensionless)")
         axis.set_ylabel(f"absolute error of {name}")
         axis.set_title(f"Error of {name} vs T")
@@ -48,6 +49,46 @@ def toy_error_vs_T(rows: list[dict], methods: list[str], path: Path, alpha: floa
     solver = rows[0]["solver"]
     fig.suptitle(f"Toy ODE dz/dt = αz, α={alpha:g}, z0={z0:g}; {solver}, "
                  f"rtol={rows[0]['rtol']:g}, atol={rows[0]['atol']:g}")
+    return save_figure(fig, path)
+
+
+def toy_paper_stack(stack_rows: list[dict], stacks: list[str], controlled_rows: list[dict],
+                    path: Path, alpha: float, z0: float) -> Path:
+    """Error of dL/dz0 against T: left the paper's stack (different dopri5s per method) with
+    the paper's read-off points, right our controlled comparison (one solver for all)."""
+    from aca.report.paper import TOY_ABS_ERROR, TOY_ACA_ERROR_VS_T, TOY_T
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for index, stack in enumerate(stacks):
+        picked = [row for row in stack_rows if row["stack"] == stack]
+        axes[0].semilogy([row["T"] for row in picked], [max(row["abs_err_z0"], 1e-300)
+                                                        for row in picked],
+                         marker=MARKERS[index % len(MARKERS)], ms=5, alpha=0.85,
+                         linestyle=LINE_STYLES[index % len(LINE_STYLES)], label=stack,
+                         color=("tab:purple" if stack.startswith("authors")
+                                else METHOD_COLORS[picked[0]["as_method"]]))
+    axes[0].plot(list(TOY_ACA_ERROR_VS_T), list(TOY_ACA_ERROR_VS_T.values()), "k*", ms=11,
+                 label="paper, ACA (≈)")
+    axes[0].plot([TOY_T] * 2, [TOY_ABS_ERROR["adjoint"], TOY_ABS_ERROR["naive"]], "kx", ms=9,
+                 label="paper, adjoint / naive (≈)")
+    axes[0].set_title("The paper's stack: a different dopri5 per method")
+    methods = sorted({row["method"] for row in controlled_rows})
+    for index, method in enumerate(methods):
+        picked = [row for row in controlled_rows if row["method"] == method]
+        axes[1].semilogy([row["T"] for row in picked], [max(row["abs_err_z0"], 1e-300)
+                                                        for row in picked],
+                         marker=MARKERS[index % len(MARKERS)], ms=5, alpha=0.85,
+                         linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                         color=METHOD_COLORS.get(method), label=method)
+    axes[1].set_title(f"Controlled: one solver ({controlled_rows[0]['solver']}) for every method")
+    for axis in axes:
+        axis.set_xlabel("integration time T")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("absolute error of dL/dz0")
+    fig.suptitle(f"Toy dz/dt = αz, α={alpha:g}, z0={z0:g}, rtol={stack_rows[0]['rtol']:g}, "
+                 f"atol={stack_rows[0]['atol']:g}")
     return save_figure(fig, path)
 
 

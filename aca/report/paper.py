@@ -11,6 +11,8 @@ METHODS = ("aca", "adjoint", "naive")
 # paper states neither alpha, z0, the tolerance nor which gradient it plots.
 TOY_ABS_ERROR = {"aca": 0.48, "adjoint": 0.78, "naive": 0.96}
 TOY_T = 19.5
+# ACA's error of dL/dz0 read off the same figure at two more T (docs/paper.md, exp. 1).
+TOY_ACA_ERROR_VS_T = {16.0: 0.09, 18.0: 0.23, 19.5: 0.48}
 
 # Experiment 2 (approximate): the reverse-time solve ends near x ≈ 0.5 instead of x(0) = 2.
 VDP_REVERSE_X = 0.5

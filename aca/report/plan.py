@@ -61,7 +61,8 @@ def _toy(scale: str, out: str) -> list[Step]:
     small = ("task.T_num=3", "task.solvers=[dopri5]", "task.tolerances=[1e-3]")
     extra = small if scale == "smoke" else ()
     return [aca_run("+experiment=toy", f"hydra.run.dir={out}", *extra),
-            aca_run("+experiment=toy_decay", f"hydra.run.dir={out}/decay", *extra)]
+            aca_run("+experiment=toy_decay", f"hydra.run.dir={out}/decay", *extra),
+            aca_run("+experiment=toy_paper", f"hydra.run.dir={out}/paper", *extra)]
 
 
 def _vdp(scale: str, out: str) -> list[Step]:
@@ -184,7 +185,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "toy": Target("toy", "Exp. 1: toy gradient error vs the closed form", _toy,
-                  ("toy.json", "decay/toy.json", "result.json", "decay/result.json"), ("toy",),
+                  ("toy.json", "decay/toy.json", "paper/toy.json", "result.json",
+                   "decay/result.json", "paper/result.json"), ("toy",),
                   ("smoke", "cpu")),
     "vdp": Target("vdp", "Exp. 2: van der Pol reverse-time reconstruction (+ learning mu)", _vdp,
                   ("vdp_reconstruction.json", "result.json", "runs/*.json",
