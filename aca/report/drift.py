@@ -64,9 +64,9 @@ DRIFT_CHECKS: dict[str, DriftCheck] = {
                             tuple((f"toy/decay/{name}", name) for name in
                                   ("toy.json", "toy_error_vs_T.csv", "toy_error_vs_tol.csv")),
                             1e-6),
-    # n_points and figure_tolerances shape the figure only, not the records compared
-    "vdp_reconstruct": DriftCheck("vdp", ("+experiment=vdp_reconstruct", "task.n_points=2",
-                                          "task.figure_tolerances=[1e-2]"),
+    # n_points shapes the figure only (its reverse curves' last point, x_rev(0), is the same
+    # solve from T to 0 at any n_points), not the records compared
+    "vdp_reconstruct": DriftCheck("vdp", ("+experiment=vdp_reconstruct", "task.n_points=2"),
                                   "vdp/vdp_reconstruction.json",
                                   (("vdp/vdp_reconstruction.json", "vdp_reconstruction.json"),),
                                   1e-3),

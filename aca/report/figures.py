@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from aca.report.format import pyplot, save_figure
+from aca.report.paper import VDP_REVERSE_X
 
 MARKERS = ("o", "s", "^", "v")
 METHOD_COLORS = {"aca": "tab:blue", "adjoint": "tab:orange", "naive": "tab:green"}
@@ -124,7 +125,7 @@ def toy_error_vs_tol(rows: list[dict], methods: list[str], solvers: list[str], p
 def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: torch.Tensor,
                        path: Path, mu: float, solver: str) -> Path:
     """The forward trajectory and the reverse-time reconstructions, over time and in the
-    phase plane; ``runs``: tolerance -> ``aca.tasks.vdp.reconstruction``'s result."""
+    phase plane; ``runs``: (rtol, atol) -> ``aca.tasks.vdp.reconstruction``'s result."""
     plt = pyplot()
     fig, (ax_time, ax_phase) = plt.subplots(1, 2, figsize=(15, 4.8),
                                             gridspec_kw={"width_ratios": [1.4, 1]})
@@ -132,13 +133,15 @@ def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: 
                  label="forward x(t) (reference solve)")
     ax_phase.plot(reference[:, 0].numpy(), reference[:, 1].numpy(), color="black", lw=2.5,
                   label="forward (reference solve)")
-    for tol, run in runs.items():
+    for index, ((rtol, atol), run) in enumerate(runs.items()):
         reverse = run["reverse"].numpy()
         ending = (f"x_rev(0)={reverse[-1, 0]:.3g}" if math.isfinite(run["error"])
                   else f"blew up before t={run['times'][-1].item():.3g}")
-        label = f"reverse, rtol=atol={tol:g} ({ending})"
-        ax_time.plot(run["times"].numpy(), reverse[:, 0], "--", lw=1.5, label=label)
-        ax_phase.plot(reverse[:, 0], reverse[:, 1], "--", lw=1.5, label=label)
+        label = f"reverse, rtol={rtol:g}, atol={atol:g} ({ending})"
+        style = LINE_STYLES[1 + index % (len(LINE_STYLES) - 1)]
+        ax_time.plot(run["times"].numpy(), reverse[:, 0], style, lw=1.5, label=label)
+        ax_phase.plot(reverse[:, 0], reverse[:, 1], style, lw=1.5, label=label)
+    ax_time.plot([0.0], [VDP_REVERSE_X], "kX", ms=10, label="paper: x_rev(0) ≈ 0.5 (ode45)")
     ax_time.set_xlabel("time t (dimensionless)")
     ax_time.set_ylabel("x(t)")
     ax_time.set_title("Forward solve and reverse-time reconstruction")
@@ -152,6 +155,8 @@ def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: 
     ax_phase.set_ylim(-4, 4)
     for axis in (ax_time, ax_phase):
         axis.grid(True, alpha=0.3)
+    ax_time.legend([ax_time.lines[-1]], [ax_time.lines[-1].get_label()], fontsize=7,
+                   loc="lower right")
     ax_phase.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"Van der Pol, μ={mu:g}: solve 0→T with {solver}, then T→0 from the end "
                  "state with the same solver and tolerance")

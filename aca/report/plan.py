@@ -66,8 +66,8 @@ def _toy(scale: str, out: str) -> list[Step]:
 
 
 def _vdp(scale: str, out: str) -> list[Step]:
-    recon = ("task.solvers=[dopri5]", "task.tolerances=[1e-3]", "task.figure_tolerances=[1e-3]",
-             "task.n_points=10")
+    recon = ("task.solvers=[dopri5]", "task.tolerances=[1e-3]",
+             "task.figure_tolerances=[[1e-3,1e-3]]", "task.n_points=10")
     learn = ("trainer=smoke", "task.epochs=2")
     return [aca_run("+experiment=vdp_reconstruct", f"hydra.run.dir={out}",
                     *(recon if scale == "smoke" else ())),
