@@ -226,7 +226,8 @@ class ToyGradient(Analysis):
         write_json(out_dir / "toy.json", {"selected_method": self.ode["gradient"], "alpha": alpha,
                                           "z0": z0, "T_report": T_report,
                                           "at_T_report": report_rows,
-                                          "paper_stack_at_T_report": stack_at_T,
+                                          **({"paper_stack_at_T_report": stack_at_T}
+                                             if stack_rows else {}),
                                           "provenance": provenance.stamp()})
         if stack_rows:
             write_csv(out_dir / "toy_paper_stack.csv", PAPER_STACK_KEYS,
