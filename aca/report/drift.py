@@ -73,8 +73,8 @@ DRIFT_CHECKS: dict[str, DriftCheck] = {
     # the first of the 15 epochs of digits' node18-aca run (its schedule steps at epoch 10)
     "digits": DriftCheck("digits", ("+experiment=digits_methods", "method=aca", "task.epochs=1",
                                     "trainer.checkpoint=false"),
-                         "digits/runs/methods/node18-aca/result.json",
-                         (("digits/runs/methods/node18-aca/metrics.csv", "metrics.csv"),),
+                         "digits/runs/methods/node18-aca-seed0/result.json",
+                         (("digits/runs/methods/node18-aca-seed0/metrics.csv", "metrics.csv"),),
                          1e-3, columns=("epoch", "train_loss", "nfe_forward", "nfe_backward",
                                         "accepted", "rejected", "test_nfe_per_batch"), rows=1),
 }

@@ -130,15 +130,15 @@ def _digits(scale: str, out: str) -> list[Step]:
     solvers = ("--solvers", "rk4:step_size=0.5") if smoke else ()
     return [
         aca_run("-m", "+experiment=digits_methods", f"hydra.sweep.dir={methods}", *extra,
-                env=one_thread),
+                *(("seed=0,1",) if smoke else ()), env=one_thread),
         aca_run("-m", "+experiment=digits_methods", "task.model=resnet18", "method=aca",
-                f"hydra.sweep.dir={methods}", *extra, env=one_thread),
+                "seed=0", f"hydra.sweep.dir={methods}", *extra, env=one_thread),
         summarize("methods", methods, out, "--title", "digits (8x8), heun_euler rtol=atol=1e-2"),
         aca_run("-m", "+experiment=digits_seeds", f"hydra.sweep.dir={seeds}",
                 *(("seed=0,1", "trainer=smoke", "task.epochs=1") if smoke else ()),
                 env=one_thread),
         summarize("seeds", seeds, out, "--title", "digits (8x8)"),
-        script("solver_robustness.py", f"{methods}/node18-aca/last.pt", "--out", out,
+        script("solver_robustness.py", f"{methods}/node18-aca-seed0/last.pt", "--out", out,
                "--runs", f"{out}/runs/robustness", "--threads", "1", *solvers),
     ]
 

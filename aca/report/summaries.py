@@ -69,12 +69,33 @@ def methods(paths: list[Path], out: Path, title: str | None = None) -> Path:
                      run.result["nfe_total"], sum(run.column("nfe_forward")),
                      sum(run.column("nfe_backward")), final.get("test_nfe_per_batch", 0.0)])
     out.mkdir(parents=True, exist_ok=True)
-    png = figures.accuracy_curves(curves, title, out / "accuracy_vs_epoch_and_time.png")
+    first_seed = min(row[2] for row in rows)
+    png = figures.accuracy_curves([curve for curve, row in zip(curves, rows, strict=True)
+                                   if row[2] == first_seed],
+                                  f"{title}, seed {first_seed}",
+                                  out / "accuracy_vs_epoch_and_time.png")
+    by_label: dict[str, list[list]] = {}
+    for row in rows:
+        by_label.setdefault(row[0], []).append(row)
+    over_seeds = [[label, len(group), mean_std([row[3] for row in group]),
+                   mean_std([row[5] for row in group]), mean_std([row[6] for row in group])]
+                  for label, group in by_label.items()]
     headers = ["run", "parameters", "seed", "final test acc (%)", "best test acc (%)",
                "train wall time (s)", "NFE total", "NFE forward", "NFE backward",
                "test NFE / batch"]
-    (out / "methods.md").write_text(markdown_table(headers, rows))
+    (out / "methods.md").write_text(
+        "## Over seeds (mean ± std)\n\n"
+        + markdown_table(["run", "seeds", "final test acc (%)", "train wall time (s)",
+                          "NFE total"], over_seeds)
+        + "\n## Every run\n\n" + markdown_table(headers, rows))
     return png
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` (the value alone for one run)."""
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
 
 
 def seeds(paths: list[Path], out: Path, title: str | None = None) -> Path:

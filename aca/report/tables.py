@@ -225,6 +225,16 @@ def _final_accuracy(records: Records, run: dict | None, rel: str) -> Any:
     return None if value is None else 100.0 * value
 
 
+def spread(values: list[Any], stale: bool = False) -> str:
+    """One value, or ``mean ± std`` of several (over seeds); "missing" when none."""
+    values = [float(value) for value in values if value is not None]
+    if len(values) < 2:
+        return cell(values[0] if values else None, stale=stale)
+    mark = f" {STALE_MARK}" if stale else ""
+    return (f"{format_cell(statistics.mean(values))} ± "
+            f"{format_cell(statistics.stdev(values))}{mark}")
+
+
 def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Table]:
     """Methods and seeds tables of one CIFAR-like data set (cifar10, cifar100, digits)."""
     tables = []
@@ -238,18 +248,21 @@ def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Tabl
             " --scale paper" if scale == "paper" else "")
         runs = records.runs(f"{base}/methods", target)
         for name, method in [(f"node18-{m}", m) for m in METHODS] + [("resnet18-aca", None)]:
-            rel = f"{base}/methods/{name}/result.json"
-            run = runs.get(name)
-            if run is None:
-                records.missing(rel, target)
-            seconds = None if run is None else records.field(run, ["wall_time_s"], rel)
+            # one run per method (<name>) or one per seed (<name>-seed<k>)
+            found = {key: run for key, run in runs.items()
+                     if key == name or key.startswith(f"{name}-seed")}
+            if not found:
+                records.missing(f"{base}/methods/{name}/result.json", target)
+            accuracies = [_final_accuracy(records, run, f"{base}/methods/{key}/result.json")
+                          for key, run in found.items()]
+            seconds = [records.field(run, ["wall_time_s"], f"{base}/methods/{key}/result.json")
+                       for key, run in found.items()]
             paper_acc, paper_hours = (map(approx, paper.CIFAR_METHODS[method])
                                       if method in paper.CIFAR_METHODS else ("–", "–"))
             label = f"NODE-18 ({method})" if method else "ResNet-18"
-            stale = records.stale(run)
-            accuracy = _final_accuracy(records, run, rel)
-            methods_rows.append([scale, label, cell(accuracy, stale=stale),
-                                 cell(seconds, stale=stale), paper_acc, paper_hours])
+            stale = records.stale(*found.values())
+            methods_rows.append([scale, label, len(found), spread(accuracies, stale),
+                                 spread(seconds, stale), paper_acc, paper_hours])
         seeds = records.runs(f"{base}/seeds", target)
         seeds_target = target.replace(dataset, f"{dataset}_seeds", 1) if dataset != "digits" \
             else target
@@ -271,20 +284,22 @@ def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Tabl
     note = (["Digits is a CPU stand-in with 43k-parameter networks; the paper's columns are its "
              "CIFAR results with 11.2M-parameter networks, so compare orderings only."]
             if dataset == "digits" else [])
-    method_note = ["PAPER.md gives the per-method accuracies and hours under exp. 3 without "
-                   "naming the data set; they are shown beside CIFAR-10 and digits."]
+    method_note = ["Ours: mean ± std over the runs (seeds). The paper gives the per-method "
+                   "accuracies and hours under exp. 3 without naming the data set "
+                   "(docs/paper.md); they are shown beside CIFAR-10 and digits."]
     if dataset != "cifar100":
         tables.append(Table(f"{dataset}_methods", f"{title}: NODE-18 trained with each gradient "
-                            "method (Fig. 7a/b)", ["scale", "model", "ours final test acc (%)",
+                            "method (Fig. 7a/b)", ["scale", "model", "runs",
+                                                   "ours final test acc (%)",
                                                    "ours train time (s)",
                                                    f"paper {paper_column}acc (%)",
                                                    "paper time (h)"],
                             methods_rows, note + method_note))
     else:
         tables.append(Table(f"{dataset}_methods", f"{title}: NODE-18 trained with each gradient "
-                            "method", ["scale", "model", "ours final test acc (%)",
+                            "method", ["scale", "model", "runs", "ours final test acc (%)",
                                        "ours train time (s)", "paper acc (%)", "paper time (h)"],
-                            [row[:4] + ["–", "–"] for row in methods_rows]))
+                            [row[:5] + ["–", "–"] for row in methods_rows]))
     tables.append(Table(f"{dataset}_seeds", f"{title}: final test accuracy over seeds "
                         "(Fig. 7c/d)", ["scale", "model", "runs", "ours median (%)",
                                         "ours min (%)", "ours max (%)",
