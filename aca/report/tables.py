@@ -326,7 +326,7 @@ def timeseries_tables(records: Records, name: str, title: str) -> list[Table]:
             rows.append([label, f"{float(fraction):.0%}", *cells, paper.TIMESERIES_CLAIM])
     return [Table(name, f"{title}: test MSE (×1e-2) by observed fraction (exp. 4)",
                   ["model", "observed", "ours aca", "ours adjoint", "ours naive", "paper"], rows,
-                  ["PAPER.md reports no values for this table, only that ACA beats the "
+                  ["docs/paper.md reports no values for this table, only that ACA beats the "
                    "adjoint."])]
 
 
