@@ -155,9 +155,9 @@ LEARNABLE_SINES = [
 
 @pytest.mark.parametrize("model_name", ["latent_ode", "ode_rnn"])
 def test_models_learn_held_out_sines_well_below_the_mean_predictor(model_name):
-    """40 training steps take the held-out MSE below half the mean predictor's (measured
-    ~0.25x Latent ODE, ~0.16x ODE-RNN). Fails when learning breaks: lr 0 leaves them at
-    1.17x / 1.09x, the ODE solution detached at 1.00x / 0.58x."""
+    """50 training steps take the held-out MSE below 0.4x the mean predictor's (measured
+    0.23x Latent ODE, 0.17x ODE-RNN). Fails when learning breaks: lr 0 leaves them at
+    1.17x / 1.09x, the ODE solution detached at 1.00x / 0.57x."""
     torch.manual_seed(0)
     cfg = compose_cfg([*LEARNABLE_SINES, f"task.model={model_name}"])
     task = build_task(cfg)
@@ -165,15 +165,15 @@ def test_models_learn_held_out_sines_well_below_the_mean_predictor(model_name):
     model = task.model()
     optimizer = build_optimizer(model.parameters(), cfg.task.optimizer)
     generator = torch.Generator().manual_seed(0)
-    for step in range(40):
+    for step in range(50):
         indices = torch.randperm(len(train), generator=generator)[: cfg.task.batch_size]
         loss, _ = task.loss(model, task.prepare_batch(train[indices], train=True), step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     model.eval()
-    mse = task.evaluate(model, task.prepare_batch(test[:], train=False), 40)["mse"]
-    assert mse < 0.5 * mean_baseline_mse(train, test)
+    mse = task.evaluate(model, task.prepare_batch(test[:], train=False), 50)["mse"]
+    assert mse < 0.4 * mean_baseline_mse(train, test)
 
 
 def test_standardization_uses_only_existing_training_points():
