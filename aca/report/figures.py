@@ -21,8 +21,9 @@ SERIES_AXES = {
     "mujoco": ("time (physics steps / 200)", "min-max scaled"),
     "sines": ("time (arbitrary units)", "arbitrary units"),
 }
-# Line styles of the methods in the time-series comparison (overlapping curves stay visible).
-SERIES_METHOD_STYLES = {"aca": "--", "adjoint": ":", "naive": "-."}
+# Line style and marker of each method in the time-series comparison: with its colour and
+# markers at different times, overlapping curves stay distinguishable.
+SERIES_METHOD_STYLES = {"aca": ("--", "v"), "adjoint": (":", "s"), "naive": ("-.", "^")}
 SERIES_MODEL_TITLES = {"latent_ode": "Latent ODE", "ode_rnn": "ODE-RNN"}
 
 
@@ -268,31 +269,35 @@ def series_prediction(arrays: dict[str, torch.Tensor], index: int, dims: list[in
 
 
 def series_methods(columns: dict[str, list[tuple[str, float, dict[str, torch.Tensor]]]],
-                   fraction: float, task: str, dims: list[int], index: int, path: Path) -> Path:
-    """One test series: truth, observed points and every method's prediction, a column per
-    model (``columns``: model -> [(method, test MSE, predictions of its run)])."""
+                   title: str, task: str, dims: list[int], series: list[int],
+                   path: Path) -> Path:
+    """A few test series: truth, observed points and every method's prediction, a row per
+    (series, dim) and a column per model (``columns``: model -> [(method, test MSE,
+    predictions of its run)]); ``title`` follows the model's name."""
     plt = pyplot()
     time_label, value_label = SERIES_AXES[task]
-    figure, axes = plt.subplots(len(dims), len(columns), figsize=(5.5 * len(columns),
-                                2.3 * len(dims)), sharex=True, squeeze=False)
+    panels = [(index, dim) for index in series for dim in dims]
+    figure, axes = plt.subplots(len(panels), len(columns), figsize=(5.5 * len(columns),
+                                2.2 * len(panels)), sharex=True, squeeze=False)
     for column, (model, runs) in enumerate(columns.items()):
-        for row_index, dim in enumerate(dims):
-            axis = axes[row_index, column]
+        for axis, (index, dim) in zip(axes[:, column], panels, strict=True):
+            first = runs[0][2]
+            times = first["times"]
+            exists = first["mask"][index, :, dim] > 0
+            seen = first["observed"][index, :, dim] > 0
+            axis.plot(times[exists], first["values"][index, exists, dim], "-", color="0.55",
+                      lw=3, label="true")
+            axis.plot(times[seen], first["values"][index, seen, dim], "ko", ms=4,
+                      label="observed")
+            every = max(1, len(times) // 8)
             for number, (method, mse, arrays) in enumerate(runs):
-                times = arrays["times"]
-                if number == 0:
-                    exists = arrays["mask"][index, :, dim] > 0
-                    seen = arrays["observed"][index, :, dim] > 0
-                    axis.plot(times[exists], arrays["values"][index, exists, dim], "k-",
-                              lw=2, label="true")
-                    axis.plot(times[seen], arrays["values"][index, seen, dim], "ko", ms=4,
-                              label="observed")
-                axis.plot(times, arrays["predictions"][index, :, dim],
-                          SERIES_METHOD_STYLES[method], color=f"C{number}", lw=1.5,
+                style, marker = SERIES_METHOD_STYLES[method]
+                axis.plot(arrays["times"], arrays["predictions"][index, :, dim], style,
+                          color=METHOD_COLORS[method], marker=marker, ms=5, lw=1.5,
+                          markevery=(number * every // len(runs), every),
                           label=f"{method} (test MSE {mse:.3g})")
-            axis.set_ylabel(f"dim {dim} ({value_label})")
-        axes[0, column].set_title(f"{SERIES_MODEL_TITLES[model]}, {fraction:.0%} observed, "
-                                  f"test series {index}")
+            axis.set_ylabel(f"series {index}, dim {dim}\n({value_label})", fontsize=8)
+        axes[0, column].set_title(f"{SERIES_MODEL_TITLES[model]}, {title}")
         axes[0, column].legend(fontsize=7, loc="best")
         axes[-1, column].set_xlabel(time_label)
     return save_figure(figure, path)
