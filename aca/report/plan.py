@@ -154,7 +154,9 @@ def _timeseries(name: str) -> Callable[[str, str], list[Step]]:
                             "-${method.name}")
         else:
             size = "task.n_trajectories=20" if name == "mujoco" else "task.n_series=40"
-            extra = ("trainer=smoke", "task.epochs=1", "seed=0", size) if scale == "smoke" else ()
+            # the CPU sweep (54 runs) runs two jobs at a time (the launchers extra, in dev)
+            extra = (("trainer=smoke", "task.epochs=1", "seed=0", size) if scale == "smoke"
+                     else ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
             train = aca_run("-m", f"+experiment={name}_table", f"hydra.sweep.dir={runs}", *extra)
         return [train, summarize("timeseries", runs, out)]
 
