@@ -210,7 +210,7 @@ TARGETS: dict[str, Target] = {
                       "solver_robustness.csv"), ("digits_methods", "digits_seeds"),
                      ("smoke", "cpu")),
     "mujoco": Target("mujoco", "Exp. 4: Latent ODE / ODE-RNN on Mujoco Hopper",
-                     _timeseries("mujoco"), ("table.csv", "longer/table.csv"), ("mujoco",)),
+                     _timeseries("mujoco"), ("table.csv",), ("mujoco",)),
     "sines": Target("sines", "Exp. 4's models on synthetic irregular sines",
                     _timeseries("sines"), ("table.csv",), ("sines",), ("smoke", "cpu")),
     "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body,
