@@ -244,6 +244,8 @@ class PerSampleSteps(AdaptiveSteps):
                          (0.01 / torch.where(flat, 1.0, d_max)) ** (1.0 / self.order))
         self.h = direction * torch.minimum(100 * h0, h1)
         self.prev_ratio = torch.ones_like(self.h)
+        # the smallest step a sample may take: 16 ulps of the largest |t| on its way
+        self.smallest = 16 * _ulp(torch.maximum(t0.detach().abs(), end.detach().abs()))
         return k1, 2
 
     def propose(self, t: Tensor, end: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
@@ -264,7 +266,9 @@ class PerSampleSteps(AdaptiveSteps):
         value = ratio.detach()
         finite = torch.isfinite(value)
         safe = torch.where(finite, ratio, 1.0).clamp_min(1e-30)
-        growth = self.safety * safe ** -self.alpha * self.prev_ratio ** self.pi_beta
+        growth = self.safety * safe ** -self.alpha
+        if self.pi_beta:
+            growth = growth * self.prev_ratio ** self.pi_beta
         # clip to [1, ifactor] after an accepted step, [dfactor, ifactor] after a rejection
         clipped = torch.where(value <= 1.0, growth.clamp(1.0, self.ifactor),
                               growth.clamp(self.dfactor, self.ifactor))
@@ -276,7 +280,6 @@ class PerSampleSteps(AdaptiveSteps):
         self.h = torch.where(keep, self.before_landing, h_new)
         return accept, finite
 
-    def underflowed(self, t: Tensor, end: Tensor, rejected: Tensor) -> Tensor:
+    def underflowed(self, rejected: Tensor) -> Tensor:
         """Rejected samples whose step size fell below what floating point resolves."""
-        return rejected & (self.h.detach().abs()
-                           < 16 * _ulp(torch.maximum(t.detach().abs(), end.detach().abs())))
+        return rejected & (self.h.detach().abs() < self.smallest)

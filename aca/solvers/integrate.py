@@ -275,7 +275,7 @@ def integrate_per_sample(
         active = ~done
         accept, finite = controller.judge(y, step, h, landing, active)
         rejected = active & ~accept
-        underflow = controller.underflowed(t, end, rejected)
+        underflow = controller.underflowed(rejected)
         # the output times inside each sample's accepted step (t, t_next]
         holds = (accept.view(-1, 1) & (forward * (between - t.detach().view(-1, 1)) > 0)
                  & (forward * (between - t_next.detach().view(-1, 1)) <= 0))
