@@ -44,6 +44,9 @@ def records(tmp_path: Path) -> Path:
                {"method": "aca", "final": {"test_acc": 0.975}, "wall_time_s": 12.5})
     write_json(root / "digits/runs/methods/node18-adjoint/result.json",
                {"method": "adjoint", "final": {"train_loss": 0.1}, "wall_time_s": 20.0})
+    for seed, (accuracy, seconds) in enumerate(((0.9, 10.0), (0.8, 20.0))):
+        write_json(root / f"digits/runs/methods/node18-naive-seed{seed}/result.json",
+                   {"method": "naive", "final": {"test_acc": accuracy}, "wall_time_s": seconds})
     for seed, accuracy in enumerate((0.9, 0.8, 0.95)):
         write_json(root / f"digits/runs/seeds/node18-seed{seed}/result.json",
                    {"final": {"test_acc": accuracy}})
@@ -69,9 +72,10 @@ def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) ->
     assert toy[5][:1] + toy[5][5:8] == ["-0.2", "naive", "missing", "missing"]  # partial record
 
     digits = table_rows(tables, "Digits (8x8): NODE-18 trained")
-    assert digits[0][1:4] == ["NODE-18 (aca)", "97.5", "12.5"] and digits[0][4] == "≈92.65"
-    assert digits[1][1:4] == ["NODE-18 (adjoint)", "missing", "20"]  # no test_acc
-    assert digits[2][2] == "missing"  # no naive run at all
+    assert digits[0][1:5] == ["NODE-18 (aca)", "1", "97.5", "12.5"] and digits[0][5] == "≈92.65"
+    assert digits[1][1:5] == ["NODE-18 (adjoint)", "1", "missing", "20"]  # no test_acc
+    assert digits[2][2:5] == ["2", "85 ± 7.071", "15 ± 7.071"]  # two seeds: mean ± std
+    assert digits[3][2:4] == ["0", "missing"]  # no ResNet run at all
     seeds = table_rows(tables, "Digits (8x8): final test accuracy over seeds")
     assert seeds[0][1:6] == ["NODE-18", "3", "90", "80", "95"]  # median, min, max
     assert seeds[1][2:4] == ["0", "missing"]
@@ -90,7 +94,7 @@ def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) ->
     assert "aca-run +experiment=toy hydra.run.dir=results/toy" in readme
     latex = (records / "paper_tables.tex").read_text()
     assert latex.count(r"\begin{tabular}") == tables.count("\n### ")
-    assert r"$\approx$0.48" in latex and "NODE-18 (adjoint) & missing" in latex
+    assert r"$\approx$0.48" in latex and "NODE-18 (adjoint) & 1 & missing" in latex
 
 
 needs_checkout = pytest.mark.skipif(current_code() is None,
@@ -111,7 +115,7 @@ def test_render_marks_the_cells_of_stale_records(records: Path) -> None:
     assert toy[3][1:6] == ["19.5", "dopri5", "0.001", "1.000e-06", "aca"]  # settings: unmarked
     assert toy[4][6] == "missing"
     digits = table_rows(tables, "Digits (8x8): NODE-18 trained")
-    assert digits[0][2:4] == ["97.5", "12.5"] and digits[1][2:4] == ["50 †", "20 †"]
+    assert digits[0][3:5] == ["97.5", "12.5"] and digits[1][3:5] == ["50 †", "20 †"]
     assert tables.count(STALE_NOTE) == 2  # under the toy and digits tables only
     assert r"0.125 \dag{}" in (records / "paper_tables.tex").read_text()
     readme = (records / "README.md").read_text()
@@ -140,7 +144,7 @@ def test_check_lists_stale_and_unstamped_records(records: Path, capsys) -> None:
         f"stale  {records}/three_body/paper/runs/physics_aca.json: no provenance stamp (made "
         "before stamps existed)",
         f"stale  {records}/toy/decay/toy.json: made by 0000000000, code 0000000000"]
-    assert f"4 of 10 records under {records} are stale, rerun them with the current code:" in out
+    assert f"4 of 12 records under {records} are stale, rerun them with the current code:" in out
     assert out[-4:] == ["  python scripts/reproduce.py run toy",
                         "  python scripts/reproduce.py run sines",
                         "  python scripts/reproduce.py run three_body --scale paper",
@@ -150,7 +154,7 @@ def test_check_lists_stale_and_unstamped_records(records: Path, capsys) -> None:
         write_json(path, json.loads(path.read_text()) | {"provenance": CURRENT})
     table.write_text(f"model,test_mse,commit,dirty,code\nlatent_ode,0.1,c,False,{code}\n")
     assert check(records, strict=True) == 0
-    assert "0 of 10 records" in capsys.readouterr().out
+    assert "0 of 12 records" in capsys.readouterr().out
 
 
 def test_every_committed_record_is_declared_by_a_target() -> None:

@@ -11,7 +11,8 @@ import aca
 from aca.solvers import SOLVERS
 from aca.solvers.tableau import ButcherTableau
 
-METHODS = ["euler", "midpoint", "rk4", "heun_euler", "bosh3", "dopri5", "tsit5", "dopri8"]
+METHODS = ["euler", "midpoint", "rk4", "heun_euler", "bosh3", "dopri5", "dopri5_classic", "tsit5",
+           "dopri8"]
 
 
 def riccati(t, y):

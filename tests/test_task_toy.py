@@ -11,7 +11,14 @@ import torch
 from conftest import compose_config
 
 from aca.errors import ConfigError
-from aca.tasks.toy import exact_gradients, measure_gradient, ordering_sentence
+from aca.tasks.toy import (
+    PAPER_STACK,
+    exact_gradients,
+    measure_gradient,
+    ordering_sentence,
+    paper_stack_gradient,
+    paper_stack_sentence,
+)
 from aca.train import run
 from aca.train.config import build_task
 
@@ -98,3 +105,32 @@ def test_method_selects_what_the_analysis_runs(tmp_path, capsys) -> None:
         assert {row["method"] for row in csv.DictReader(handle)} == {"adjoint"}
     bars = capsys.readouterr().err  # the same tqdm bar as training's, over 3 T values + 1 tolerance
     assert "toy gradients" in bars and "/4 " in bars
+
+
+def test_paper_stack_reproduces_the_authors_aca_and_the_paper_s_ordering() -> None:
+    """In the setting fitted to the paper's figure (docs/paper.md, exp. 1) our ACA on
+    dopri5_classic gives the authors' TorchDiffEqPack ACA gradient to 2 %, and the paper's
+    ordering ACA < adjoint < naive (torchdiffeq) appears, as the authors' stack gives it."""
+    pytest.importorskip("TorchDiffEqPack")
+    rows = [paper_stack_gradient(stack, 19.5, 0.25, 1.0, 1e-5, 1e-6) for stack in PAPER_STACK]
+    error = {row["stack"]: row["abs_err_z0"] for row in rows}
+    ours, authors = error["aca (dopri5_classic)"], error["authors' ACA (TorchDiffEqPack)"]
+    assert ours == pytest.approx(authors, rel=0.02)
+    assert ours < error["torchdiffeq odeint_adjoint"] < error["torchdiffeq odeint"]
+    assert "appears" in paper_stack_sentence(rows, 19.5)
+
+
+def test_dopri5_classic_changes_only_the_error_estimate() -> None:
+    """Same stages, solution and dense output as dopri5; another embedded estimate, so
+    other steps: the toy's forward error with dopri5_classic differs from dopri5's."""
+    from aca.solvers import SOLVERS
+
+    classic, dopri5 = SOLVERS["dopri5_classic"], SOLVERS["dopri5"]
+    assert (classic.a, classic.b, classic.c, classic.dense) == (dopri5.a, dopri5.b, dopri5.c,
+                                                               dopri5.dense)
+    assert classic.b_error != dopri5.b_error
+    assert sum(classic.b_error) == pytest.approx(0.0, abs=1e-15)
+    ode = {"solver": "dopri5", "rtol": 1e-5, "atol": 1e-6, "step_size": None}
+    plain = measure_gradient("aca", 19.5, 0.25, 1.0, ode)
+    other = measure_gradient("aca", 19.5, 0.25, 1.0, {**ode, "solver": "dopri5_classic"})
+    assert other["abs_err_z0"] != pytest.approx(plain["abs_err_z0"], rel=0.05)

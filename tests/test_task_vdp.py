@@ -62,7 +62,7 @@ def test_methods_agree_with_aca_at_tight_tolerance(method: str) -> None:
 
 def test_reconstruction_analysis_writes_its_table(tmp_path, capsys) -> None:
     cfg = compose_config("task=vdp_reconstruct", "task.solvers=[dopri5]",
-                         "task.tolerances=[1e-3,1e-6]", "task.figure_tolerances=[1e-3]",
+                         "task.tolerances=[1e-3,1e-6]", "task.figure_tolerances=[[1e-3,1e-3]]",
                          "task.n_points=50", "task.T=6", "trainer.progress=true")
     rows = run(cfg, tmp_path)["result"]["rows"]
     bars = capsys.readouterr().err  # the same tqdm bars as training's

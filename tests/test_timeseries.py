@@ -22,7 +22,9 @@ from aca.data.hopper import (
 )
 from aca.data.irregular import make_sines, sample_observed_mask, union_times
 from aca.errors import ConfigError, MissingExtraError
+from aca.tasks.timeseries import mean_baseline_mse, standardization
 from aca.train.config import build_task
+from aca.train.optim import build_optimizer
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 HAS_DM_CONTROL = importlib.util.find_spec("dm_control") is not None
@@ -142,6 +144,46 @@ def test_a_few_training_steps_lower_the_loss(model_name, method):
     model.eval()
     assert task.evaluate(model, batch, 8)["mse"] < first
     assert set(metrics) == {"loss", "mse", "kl", "kl_weight"}
+
+
+LEARNABLE_SINES = [
+    "task=sines", "task.n_series=40", "task.n_times=15", "task.points_per_series=15",
+    "task.observed_fraction=0.5", "task.batch_size=20", "task.latent_dim=4", "task.rec_dims=8",
+    "task.units=32", "task.gru_units=16", "task.encoder_step=0.5", "task.optimizer.lr=3e-2",
+]
+
+
+@pytest.mark.parametrize("model_name", ["latent_ode", "ode_rnn"])
+def test_models_learn_held_out_sines_well_below_the_mean_predictor(model_name):
+    """50 training steps take the held-out MSE below 0.4x the mean predictor's (measured
+    0.23x Latent ODE, 0.17x ODE-RNN). Fails when learning breaks: lr 0 leaves them at
+    1.17x / 1.09x, the ODE solution detached at 1.00x / 0.57x."""
+    torch.manual_seed(0)
+    cfg = compose_cfg([*LEARNABLE_SINES, f"task.model={model_name}"])
+    task = build_task(cfg)
+    train, test = task.datasets()
+    model = task.model()
+    optimizer = build_optimizer(model.parameters(), cfg.task.optimizer)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(50):
+        indices = torch.randperm(len(train), generator=generator)[: cfg.task.batch_size]
+        loss, _ = task.loss(model, task.prepare_batch(train[indices], train=True), step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    mse = task.evaluate(model, task.prepare_batch(test[:], train=False), 50)["mse"]
+    assert mse < 0.4 * mean_baseline_mse(train, test)
+
+
+def test_standardization_uses_only_existing_training_points():
+    values = torch.tensor([[[1.0, 5.0], [3.0, 5.0], [100.0, 5.0]]])
+    mask = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]]])
+    center, scale = standardization(values * mask, mask, enabled=True)
+    torch.testing.assert_close(center, torch.tensor([2.0, 5.0]))
+    torch.testing.assert_close(scale, torch.tensor([1.0, 1.0]))  # a constant dim keeps 1
+    center, scale = standardization(values, mask, enabled=False)
+    assert center.tolist() == [0.0, 0.0] and scale.tolist() == [1.0, 1.0]
 
 
 def test_ode_rnn_prediction_only_uses_earlier_observations():

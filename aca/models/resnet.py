@@ -1,4 +1,4 @@
-"""ResNet-18 (CIFAR variant) and NODE-18 of the ACA paper (PAPER.md, experiment 3).
+"""ResNet-18 (CIFAR variant) and NODE-18 of the ACA paper (docs/paper.md, experiment 3).
 
 ResNet-18: 3x3 stem, four stages of two basic blocks (64/128/256/512
 channels, stride 1/2/2/2), no max-pool, global average pool, linear head.

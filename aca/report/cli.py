@@ -69,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     summary.add_argument("--fraction", type=float, default=0.2,
                          help="timeseries: the observed fraction drawn (default: 0.2)")
     summary.add_argument("--dims", type=int, nargs="+", default=None,
-                         help="timeseries: the dims drawn (default: the first three)")
-    summary.add_argument("--series", type=int, default=0,
-                         help="timeseries: the test series drawn (default: 0)")
+                         help="timeseries: the dims drawn (default: the first two)")
+    summary.add_argument("--series", type=int, nargs="+", default=None,
+                         help="timeseries: the test series drawn, of the 4 each run saves "
+                         "(default: 0 1 2)")
     return parser
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from aca.report.format import pyplot, save_figure
+from aca.report.paper import VDP_REVERSE_X
 
 MARKERS = ("o", "s", "^", "v")
 METHOD_COLORS = {"aca": "tab:blue", "adjoint": "tab:orange", "naive": "tab:green"}
@@ -20,8 +21,9 @@ SERIES_AXES = {
     "mujoco": ("time (physics steps / 200)", "min-max scaled"),
     "sines": ("time (arbitrary units)", "arbitrary units"),
 }
-# Line styles of the methods in the time-series comparison (overlapping curves stay visible).
-SERIES_METHOD_STYLES = {"aca": "--", "adjoint": ":", "naive": "-."}
+# Line style and marker of each method in the time-series comparison: with its colour and
+# markers at different times, overlapping curves stay distinguishable.
+SERIES_METHOD_STYLES = {"aca": ("--", "v"), "adjoint": (":", "s"), "naive": ("-.", "^")}
 SERIES_MODEL_TITLES = {"latent_ode": "Latent ODE", "ode_rnn": "ODE-RNN"}
 
 
@@ -39,7 +41,8 @@ def toy_error_vs_T(rows: list[dict], methods: list[str], path: Path, alpha: floa
             picked = [row for row in rows if row["method"] == method]
             axis.semilogy([row["T"] for row in picked],
                           [max(row[key], 1e-300) for row in picked], marker=marker, ms=5,
-                          alpha=0.8, label=method)
+                          alpha=0.8, label=method, color=METHOD_COLORS.get(method),
+                          linestyle=LINE_STYLES[methods.index(method) % len(LINE_STYLES)])
         axis.set_xlabel("integration time T (dimensionless)")
         axis.set_ylabel(f"absolute error of {name}")
         axis.set_title(f"Error of {name} vs T")
@@ -48,6 +51,46 @@ def toy_error_vs_T(rows: list[dict], methods: list[str], path: Path, alpha: floa
     solver = rows[0]["solver"]
     fig.suptitle(f"Toy ODE dz/dt = αz, α={alpha:g}, z0={z0:g}; {solver}, "
                  f"rtol={rows[0]['rtol']:g}, atol={rows[0]['atol']:g}")
+    return save_figure(fig, path)
+
+
+def toy_paper_stack(stack_rows: list[dict], stacks: list[str], controlled_rows: list[dict],
+                    path: Path, alpha: float, z0: float) -> Path:
+    """Error of dL/dz0 against T: left the paper's stack (different dopri5s per method) with
+    the paper's read-off points, right our controlled comparison (one solver for all)."""
+    from aca.report.paper import TOY_ABS_ERROR, TOY_ACA_ERROR_VS_T, TOY_T
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
+    for index, stack in enumerate(stacks):
+        picked = [row for row in stack_rows if row["stack"] == stack]
+        axes[0].semilogy([row["T"] for row in picked], [max(row["abs_err_z0"], 1e-300)
+                                                        for row in picked],
+                         marker=MARKERS[index % len(MARKERS)], ms=5, alpha=0.85,
+                         linestyle=LINE_STYLES[index % len(LINE_STYLES)], label=stack,
+                         color=("tab:purple" if stack.startswith("authors")
+                                else METHOD_COLORS[picked[0]["as_method"]]))
+    axes[0].plot(list(TOY_ACA_ERROR_VS_T), list(TOY_ACA_ERROR_VS_T.values()), "k*", ms=11,
+                 label="paper, ACA (≈)")
+    axes[0].plot([TOY_T] * 2, [TOY_ABS_ERROR["adjoint"], TOY_ABS_ERROR["naive"]], "kx", ms=9,
+                 label="paper, adjoint / naive (≈)")
+    axes[0].set_title("The paper's stack: a different dopri5 per method")
+    methods = sorted({row["method"] for row in controlled_rows})
+    for index, method in enumerate(methods):
+        picked = [row for row in controlled_rows if row["method"] == method]
+        axes[1].semilogy([row["T"] for row in picked], [max(row["abs_err_z0"], 1e-300)
+                                                        for row in picked],
+                         marker=MARKERS[index % len(MARKERS)], ms=5, alpha=0.85,
+                         linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                         color=METHOD_COLORS.get(method), label=method)
+    axes[1].set_title(f"Controlled: one solver ({controlled_rows[0]['solver']}) for every method")
+    for axis in axes:
+        axis.set_xlabel("integration time T")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8, loc="upper left")
+    axes[0].set_ylabel("absolute error of dL/dz0")
+    fig.suptitle(f"Toy dz/dt = αz, α={alpha:g}, z0={z0:g}, rtol={stack_rows[0]['rtol']:g}, "
+                 f"atol={stack_rows[0]['atol']:g}")
     return save_figure(fig, path)
 
 
@@ -83,7 +126,7 @@ def toy_error_vs_tol(rows: list[dict], methods: list[str], solvers: list[str], p
 def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: torch.Tensor,
                        path: Path, mu: float, solver: str) -> Path:
     """The forward trajectory and the reverse-time reconstructions, over time and in the
-    phase plane; ``runs``: tolerance -> ``aca.tasks.vdp.reconstruction``'s result."""
+    phase plane; ``runs``: (rtol, atol) -> ``aca.tasks.vdp.reconstruction``'s result."""
     plt = pyplot()
     fig, (ax_time, ax_phase) = plt.subplots(1, 2, figsize=(15, 4.8),
                                             gridspec_kw={"width_ratios": [1.4, 1]})
@@ -91,13 +134,15 @@ def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: 
                  label="forward x(t) (reference solve)")
     ax_phase.plot(reference[:, 0].numpy(), reference[:, 1].numpy(), color="black", lw=2.5,
                   label="forward (reference solve)")
-    for tol, run in runs.items():
+    for index, ((rtol, atol), run) in enumerate(runs.items()):
         reverse = run["reverse"].numpy()
         ending = (f"x_rev(0)={reverse[-1, 0]:.3g}" if math.isfinite(run["error"])
                   else f"blew up before t={run['times'][-1].item():.3g}")
-        label = f"reverse, rtol=atol={tol:g} ({ending})"
-        ax_time.plot(run["times"].numpy(), reverse[:, 0], "--", lw=1.5, label=label)
-        ax_phase.plot(reverse[:, 0], reverse[:, 1], "--", lw=1.5, label=label)
+        label = f"reverse, rtol={rtol:g}, atol={atol:g} ({ending})"
+        style = LINE_STYLES[1 + index % (len(LINE_STYLES) - 1)]
+        ax_time.plot(run["times"].numpy(), reverse[:, 0], style, lw=1.5, label=label)
+        ax_phase.plot(reverse[:, 0], reverse[:, 1], style, lw=1.5, label=label)
+    ax_time.plot([0.0], [VDP_REVERSE_X], "kX", ms=10, label="paper: x_rev(0) ≈ 0.5 (ode45)")
     ax_time.set_xlabel("time t (dimensionless)")
     ax_time.set_ylabel("x(t)")
     ax_time.set_title("Forward solve and reverse-time reconstruction")
@@ -111,6 +156,8 @@ def vdp_reconstruction(runs: dict[float, dict], reference: torch.Tensor, times: 
     ax_phase.set_ylim(-4, 4)
     for axis in (ax_time, ax_phase):
         axis.grid(True, alpha=0.3)
+    ax_time.legend([ax_time.lines[-1]], [ax_time.lines[-1].get_label()], fontsize=7,
+                   loc="lower right")
     ax_phase.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"Van der Pol, μ={mu:g}: solve 0→T with {solver}, then T→0 from the end "
                  "state with the same solver and tolerance")
@@ -222,31 +269,35 @@ def series_prediction(arrays: dict[str, torch.Tensor], index: int, dims: list[in
 
 
 def series_methods(columns: dict[str, list[tuple[str, float, dict[str, torch.Tensor]]]],
-                   fraction: float, task: str, dims: list[int], index: int, path: Path) -> Path:
-    """One test series: truth, observed points and every method's prediction, a column per
-    model (``columns``: model -> [(method, test MSE, predictions of its run)])."""
+                   title: str, task: str, dims: list[int], series: list[int],
+                   path: Path) -> Path:
+    """A few test series: truth, observed points and every method's prediction, a row per
+    (series, dim) and a column per model (``columns``: model -> [(method, test MSE,
+    predictions of its run)]); ``title`` follows the model's name."""
     plt = pyplot()
     time_label, value_label = SERIES_AXES[task]
-    figure, axes = plt.subplots(len(dims), len(columns), figsize=(5.5 * len(columns),
-                                2.3 * len(dims)), sharex=True, squeeze=False)
+    panels = [(index, dim) for index in series for dim in dims]
+    figure, axes = plt.subplots(len(panels), len(columns), figsize=(5.5 * len(columns),
+                                2.2 * len(panels)), sharex=True, squeeze=False)
     for column, (model, runs) in enumerate(columns.items()):
-        for row_index, dim in enumerate(dims):
-            axis = axes[row_index, column]
+        for axis, (index, dim) in zip(axes[:, column], panels, strict=True):
+            first = runs[0][2]
+            times = first["times"]
+            exists = first["mask"][index, :, dim] > 0
+            seen = first["observed"][index, :, dim] > 0
+            axis.plot(times[exists], first["values"][index, exists, dim], "-", color="0.55",
+                      lw=3, label="true")
+            axis.plot(times[seen], first["values"][index, seen, dim], "ko", ms=4,
+                      label="observed")
+            every = max(1, len(times) // 8)
             for number, (method, mse, arrays) in enumerate(runs):
-                times = arrays["times"]
-                if number == 0:
-                    exists = arrays["mask"][index, :, dim] > 0
-                    seen = arrays["observed"][index, :, dim] > 0
-                    axis.plot(times[exists], arrays["values"][index, exists, dim], "k-",
-                              lw=2, label="true")
-                    axis.plot(times[seen], arrays["values"][index, seen, dim], "ko", ms=4,
-                              label="observed")
-                axis.plot(times, arrays["predictions"][index, :, dim],
-                          SERIES_METHOD_STYLES[method], color=f"C{number}", lw=1.5,
+                style, marker = SERIES_METHOD_STYLES[method]
+                axis.plot(arrays["times"], arrays["predictions"][index, :, dim], style,
+                          color=METHOD_COLORS[method], marker=marker, ms=5, lw=1.5,
+                          markevery=(number * every // len(runs), every),
                           label=f"{method} (test MSE {mse:.3g})")
-            axis.set_ylabel(f"dim {dim} ({value_label})")
-        axes[0, column].set_title(f"{SERIES_MODEL_TITLES[model]}, {fraction:.0%} observed, "
-                                  f"test series {index}")
+            axis.set_ylabel(f"series {index}, dim {dim}\n({value_label})", fontsize=8)
+        axes[0, column].set_title(f"{SERIES_MODEL_TITLES[model]}, {title}")
         axes[0, column].legend(fontsize=7, loc="best")
         axes[-1, column].set_xlabel(time_label)
     return save_figure(figure, path)

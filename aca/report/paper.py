@@ -1,4 +1,5 @@
-"""The paper's numbers (Zhuang et al., ICML 2020), copied once from PAPER.md.
+"""The paper's numbers (Zhuang et al., ICML 2020), copied once from docs/paper.md,
+which names their sources.
 
 Values marked approximate were read off the paper's plots; tables show them with "≈".
 """
@@ -11,6 +12,8 @@ METHODS = ("aca", "adjoint", "naive")
 # paper states neither alpha, z0, the tolerance nor which gradient it plots.
 TOY_ABS_ERROR = {"aca": 0.48, "adjoint": 0.78, "naive": 0.96}
 TOY_T = 19.5
+# ACA's error of dL/dz0 read off the same figure at two more T (docs/paper.md, exp. 1).
+TOY_ACA_ERROR_VS_T = {16.0: 0.09, 18.0: 0.23, 19.5: 0.48}
 
 # Experiment 2 (approximate): the reverse-time solve ends near x ≈ 0.5 instead of x(0) = 2.
 VDP_REVERSE_X = 0.5
@@ -23,7 +26,7 @@ CIFAR_METHODS = {"aca": (92.65, 10.0), "adjoint": (89.87, 17.6), "naive": (90.14
 CIFAR_MEDIANS = {"cifar10": {"node18": 94.16, "resnet18": 92.21},
                  "cifar100": {"node18": 73.95, "resnet18": 72.61}}
 
-# Experiment 4: PAPER.md gives no values, only the ordering.
+# Experiment 4: docs/paper.md gives no values, only the ordering.
 TIMESERIES_CLAIM = "ACA < adjoint (no value)"
 
 # Experiment 5: the masses recovered by the authors' ACA run (true: 1.1, 1.1, 0.9).

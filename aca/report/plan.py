@@ -61,12 +61,13 @@ def _toy(scale: str, out: str) -> list[Step]:
     small = ("task.T_num=3", "task.solvers=[dopri5]", "task.tolerances=[1e-3]")
     extra = small if scale == "smoke" else ()
     return [aca_run("+experiment=toy", f"hydra.run.dir={out}", *extra),
-            aca_run("+experiment=toy_decay", f"hydra.run.dir={out}/decay", *extra)]
+            aca_run("+experiment=toy_decay", f"hydra.run.dir={out}/decay", *extra),
+            aca_run("+experiment=toy_paper", f"hydra.run.dir={out}/paper", *extra)]
 
 
 def _vdp(scale: str, out: str) -> list[Step]:
-    recon = ("task.solvers=[dopri5]", "task.tolerances=[1e-3]", "task.figure_tolerances=[1e-3]",
-             "task.n_points=10")
+    recon = ("task.solvers=[dopri5]", "task.tolerances=[1e-3]",
+             "task.figure_tolerances=[[1e-3,1e-3]]", "task.n_points=10")
     learn = ("trainer=smoke", "task.epochs=2")
     return [aca_run("+experiment=vdp_reconstruct", f"hydra.run.dir={out}",
                     *(recon if scale == "smoke" else ())),
@@ -129,15 +130,15 @@ def _digits(scale: str, out: str) -> list[Step]:
     solvers = ("--solvers", "rk4:step_size=0.5") if smoke else ()
     return [
         aca_run("-m", "+experiment=digits_methods", f"hydra.sweep.dir={methods}", *extra,
-                env=one_thread),
+                *(("seed=0,1",) if smoke else ()), env=one_thread),
         aca_run("-m", "+experiment=digits_methods", "task.model=resnet18", "method=aca",
-                f"hydra.sweep.dir={methods}", *extra, env=one_thread),
+                "seed=0", f"hydra.sweep.dir={methods}", *extra, env=one_thread),
         summarize("methods", methods, out, "--title", "digits (8x8), heun_euler rtol=atol=1e-2"),
         aca_run("-m", "+experiment=digits_seeds", f"hydra.sweep.dir={seeds}",
                 *(("seed=0,1", "trainer=smoke", "task.epochs=1") if smoke else ()),
                 env=one_thread),
         summarize("seeds", seeds, out, "--title", "digits (8x8)"),
-        script("solver_robustness.py", f"{methods}/node18-aca/last.pt", "--out", out,
+        script("solver_robustness.py", f"{methods}/node18-aca-seed0/last.pt", "--out", out,
                "--runs", f"{out}/runs/robustness", "--threads", "1", *solvers),
     ]
 
@@ -153,7 +154,9 @@ def _timeseries(name: str) -> Callable[[str, str], list[Step]]:
                             "-${method.name}")
         else:
             size = "task.n_trajectories=20" if name == "mujoco" else "task.n_series=40"
-            extra = ("trainer=smoke", "task.epochs=1", size) if scale == "smoke" else ()
+            # the CPU sweep (54 runs) runs two jobs at a time (the launchers extra, in dev)
+            extra = (("trainer=smoke", "task.epochs=1", "seed=0", size) if scale == "smoke"
+                     else ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
             train = aca_run("-m", f"+experiment={name}_table", f"hydra.sweep.dir={runs}", *extra)
         return [train, summarize("timeseries", runs, out)]
 
@@ -186,7 +189,8 @@ class Target:
 
 TARGETS: dict[str, Target] = {
     "toy": Target("toy", "Exp. 1: toy gradient error vs the closed form", _toy,
-                  ("toy.json", "decay/toy.json", "result.json", "decay/result.json"), ("toy",),
+                  ("toy.json", "decay/toy.json", "paper/toy.json", "result.json",
+                   "decay/result.json", "paper/result.json"), ("toy",),
                   ("smoke", "cpu")),
     "vdp": Target("vdp", "Exp. 2: van der Pol reverse-time reconstruction (+ learning mu)", _vdp,
                   ("vdp_reconstruction.json", "result.json", "runs/*.json",
@@ -208,7 +212,7 @@ TARGETS: dict[str, Target] = {
                       "solver_robustness.csv"), ("digits_methods", "digits_seeds"),
                      ("smoke", "cpu")),
     "mujoco": Target("mujoco", "Exp. 4: Latent ODE / ODE-RNN on Mujoco Hopper",
-                     _timeseries("mujoco"), ("table.csv", "longer/table.csv"), ("mujoco",)),
+                     _timeseries("mujoco"), ("table.csv",), ("mujoco",)),
     "sines": Target("sines", "Exp. 4's models on synthetic irregular sines",
                     _timeseries("sines"), ("table.csv",), ("sines",), ("smoke", "cpu")),
     "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body,

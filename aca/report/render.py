@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aca.report.claims import claims_table
 from aca.report.format import format_cell, markdown_table
 from aca.report.plan import TARGETS, machine, plan
 from aca.report.records import STALE_MARK, Staleness, current_code, stale_records
@@ -75,7 +76,7 @@ def results_readme(root: Path, tables: list[Table], problems: list[str],
         "COMMAND.txt / README.md says when, where and how long), and each record's provenance",
         "stamp names the code that made it: cells of records made by other code than the current",
         "are marked †, and `python scripts/reproduce.py check` lists those records. The paper's",
-        "numbers come from PAPER.md (≈: read off the paper's plots).",
+        "numbers come from docs/paper.md (≈: read off the paper's plots).",
         "",
         "- All tables: [paper_tables.md](paper_tables.md) (LaTeX: "
         "[paper_tables.tex](paper_tables.tex)).",
@@ -129,7 +130,7 @@ def _anchor(title: str) -> str:
     return kept.replace(" ", "-")
 
 
-HEADLINE_TABLES = ("toy", "three_body", "digits_methods")
+HEADLINE_TABLES = ("claims", "toy", "three_body", "digits_methods")
 HEADLINE_FIGURE = "vdp/vdp_reconstruction.png"
 
 
@@ -164,10 +165,10 @@ def render(root: Path, readme: Path | None = None) -> list[str]:
     marked, listed in README.md and counted on stdout)."""
     code_now = current_code()
     records = Records(root, code_now=code_now)
-    tables = all_tables(records)
+    tables = [claims_table(records), *all_tables(records)]
     stale = stale_records(root, code_now)[0] if code_now is not None else []
     root.mkdir(parents=True, exist_ok=True)
-    header = ("# The paper's tables, regenerated\n\nOur numbers beside the paper's (PAPER.md; "
+    header = ("# The paper's tables, regenerated\n\nOur numbers beside the paper's (docs/paper.md; "
               "≈: read off its plots). \"missing\": no run record yet (see README.md).\n\n")
     (root / "paper_tables.md").write_text(header + "\n".join(table_markdown(t) for t in tables))
     (root / "paper_tables.tex").write_text(

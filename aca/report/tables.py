@@ -203,23 +203,36 @@ def three_body_tables(records: Records) -> list[Table]:
         masses.append(cell(records.pick(record, "mass_error", rel), stale=stale) if physics
                       else "–")
         published = paper.masses() if physics and method == "aca" else "–"
+        best = (", ".join(mass(record.get(f"best_m{index}"), stale) for index in (1, 2, 3))
+                if physics and record is not None and "best_m1" in record else "–")
         rows.append([scale, model, method,
                      *(cell(records.pick(record, key, rel)) for key in ("epochs", "rtol")),
-                     *masses, cell(records.pick(record, "extrap_rmse", rel), stale=stale),
+                     *masses, best, cell(records.pick(record, "extrap_rmse", rel), stale=stale),
                      published])
     return [Table("three_body", "Three-body: learned masses (true 1.1, 1.1, 0.9) and "
                   "extrapolation error (exp. 5)",
                   ["scale", "model", "method", "epochs", "rtol = atol", "m1", "m2", "m3",
-                   "max mass error",
+                   "max mass error", "best model's masses (by training loss)",
                    "position RMSE on [0, 2]", "paper masses"], rows,
                   ["cpu: the CPU-sized preset (100 observed points, dopri5); paper: the "
-                   "authors' setting (1000 points, 100 epochs, dopri5 1e-7). neural: a black-box "
-                   "MLP ODE without masses."])]
+                   "authors' setting (1000 points, 100 epochs, dopri5 1e-7, float32). m1-m3: "
+                   "the final epoch's; the paper's masses are its best model's by training "
+                   "loss. neural: a black-box MLP ODE without masses."])]
 
 
 def _final_accuracy(records: Records, run: dict | None, rel: str) -> Any:
     value = None if run is None else records.field(run, ["final", "test_acc"], rel)
     return None if value is None else 100.0 * value
+
+
+def spread(values: list[Any], stale: bool = False) -> str:
+    """One value, or ``mean ± std`` of several (over seeds); "missing" when none."""
+    values = [float(value) for value in values if value is not None]
+    if len(values) < 2:
+        return cell(values[0] if values else None, stale=stale)
+    mark = f" {STALE_MARK}" if stale else ""
+    return (f"{format_cell(statistics.mean(values))} ± "
+            f"{format_cell(statistics.stdev(values))}{mark}")
 
 
 def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Table]:
@@ -235,18 +248,21 @@ def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Tabl
             " --scale paper" if scale == "paper" else "")
         runs = records.runs(f"{base}/methods", target)
         for name, method in [(f"node18-{m}", m) for m in METHODS] + [("resnet18-aca", None)]:
-            rel = f"{base}/methods/{name}/result.json"
-            run = runs.get(name)
-            if run is None:
-                records.missing(rel, target)
-            seconds = None if run is None else records.field(run, ["wall_time_s"], rel)
+            # one run per method (<name>) or one per seed (<name>-seed<k>)
+            found = {key: run for key, run in runs.items()
+                     if key == name or key.startswith(f"{name}-seed")}
+            if not found:
+                records.missing(f"{base}/methods/{name}/result.json", target)
+            accuracies = [_final_accuracy(records, run, f"{base}/methods/{key}/result.json")
+                          for key, run in found.items()]
+            seconds = [records.field(run, ["wall_time_s"], f"{base}/methods/{key}/result.json")
+                       for key, run in found.items()]
             paper_acc, paper_hours = (map(approx, paper.CIFAR_METHODS[method])
                                       if method in paper.CIFAR_METHODS else ("–", "–"))
             label = f"NODE-18 ({method})" if method else "ResNet-18"
-            stale = records.stale(run)
-            accuracy = _final_accuracy(records, run, rel)
-            methods_rows.append([scale, label, cell(accuracy, stale=stale),
-                                 cell(seconds, stale=stale), paper_acc, paper_hours])
+            stale = records.stale(*found.values())
+            methods_rows.append([scale, label, len(found), spread(accuracies, stale),
+                                 spread(seconds, stale), paper_acc, paper_hours])
         seeds = records.runs(f"{base}/seeds", target)
         seeds_target = target.replace(dataset, f"{dataset}_seeds", 1) if dataset != "digits" \
             else target
@@ -268,20 +284,22 @@ def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Tabl
     note = (["Digits is a CPU stand-in with 43k-parameter networks; the paper's columns are its "
              "CIFAR results with 11.2M-parameter networks, so compare orderings only."]
             if dataset == "digits" else [])
-    method_note = ["PAPER.md gives the per-method accuracies and hours under exp. 3 without "
-                   "naming the data set; they are shown beside CIFAR-10 and digits."]
+    method_note = ["Ours: mean ± std over the runs (seeds). The paper gives the per-method "
+                   "accuracies and hours under exp. 3 without naming the data set "
+                   "(docs/paper.md); they are shown beside CIFAR-10 and digits."]
     if dataset != "cifar100":
         tables.append(Table(f"{dataset}_methods", f"{title}: NODE-18 trained with each gradient "
-                            "method (Fig. 7a/b)", ["scale", "model", "ours final test acc (%)",
+                            "method (Fig. 7a/b)", ["scale", "model", "runs",
+                                                   "ours final test acc (%)",
                                                    "ours train time (s)",
                                                    f"paper {paper_column}acc (%)",
                                                    "paper time (h)"],
                             methods_rows, note + method_note))
     else:
         tables.append(Table(f"{dataset}_methods", f"{title}: NODE-18 trained with each gradient "
-                            "method", ["scale", "model", "ours final test acc (%)",
+                            "method", ["scale", "model", "runs", "ours final test acc (%)",
                                        "ours train time (s)", "paper acc (%)", "paper time (h)"],
-                            [row[:4] + ["–", "–"] for row in methods_rows]))
+                            [row[:5] + ["–", "–"] for row in methods_rows]))
     tables.append(Table(f"{dataset}_seeds", f"{title}: final test accuracy over seeds "
                         "(Fig. 7c/d)", ["scale", "model", "runs", "ours median (%)",
                                         "ours min (%)", "ours max (%)",
@@ -293,22 +311,26 @@ def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Tabl
 def timeseries_tables(records: Records, name: str, title: str) -> list[Table]:
     rel = f"{name}/table.csv"
     data = records.csv(rel, name)
-    found = {(row.get("model"), _fraction(row.get("observed_fraction")), row.get("method")):
-             row for row in data or []}
+    found: dict[tuple, list[dict[str, str]]] = {}  # a row per seed
+    for row in data or []:
+        key = (row.get("model"), _fraction(row.get("observed_fraction")), row.get("method"))
+        found.setdefault(key, []).append(row)
     rows = []
     for model, label in (("latent_ode", "Latent ODE"), ("ode_rnn", "ODE-RNN")):
         for fraction in ("0.1", "0.2", "0.5"):
             cells = []
             for method in METHODS:
-                row = found.get((model, fraction, method))
-                if data is not None and row is None:
+                runs = found.get((model, fraction, method), [])
+                if data is not None and not runs:
                     records.partial(rel, f"{model} {fraction} {method} row")
-                cells.append(cell(None if row is None else row.get("test_mse") or None, 100.0,
-                                  stale=records.stale(row)))
+                values = [float(run["test_mse"]) for run in runs if run.get("test_mse")]
+                cells.append(cell(statistics.fmean(values) if values else None, 100.0,
+                                  stale=records.stale(*runs)))
             rows.append([label, f"{float(fraction):.0%}", *cells, paper.TIMESERIES_CLAIM])
-    return [Table(name, f"{title}: test MSE (×1e-2) by observed fraction (exp. 4)",
+    return [Table(name, f"{title}: test MSE (×1e-2, mean over seeds) by observed fraction "
+                  "(exp. 4)",
                   ["model", "observed", "ours aca", "ours adjoint", "ours naive", "paper"], rows,
-                  ["PAPER.md reports no values for this table, only that ACA beats the "
+                  ["docs/paper.md reports no values for this table, only that ACA beats the "
                    "adjoint."])]
 
 

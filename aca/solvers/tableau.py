@@ -4,7 +4,7 @@ tableau; the stepping code is shared."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Polynomials = tuple[tuple[float, ...], ...]
 
@@ -142,6 +142,24 @@ DOPRI5 = ButcherTableau(
     dense_order=4,
 )
 
+# Dormand–Prince 5(4) with the classical embedded weights of Dormand & Prince (1980),
+# b_hat = (5179/57600, 0, 7571/16695, 393/640, -92097/339200, 187/2100, 1/40), as the
+# authors' ACA code (torch_ACA, TorchDiffEqPack) uses; ``dopri5`` has torchdiffeq's
+# weights. Same steps' solution and dense output, another error estimate.
+DOPRI5_CLASSIC = replace(
+    DOPRI5,
+    name="dopri5_classic",
+    b_error=(
+        35 / 384 - 5179 / 57600,
+        0.0,
+        500 / 1113 - 7571 / 16695,
+        125 / 192 - 393 / 640,
+        -2187 / 6784 + 92097 / 339200,
+        11 / 84 - 187 / 2100,
+        -1 / 40,
+    ),
+)
+
 # Tsitouras 5(4) (Tsitouras 2011, "Runge–Kutta pairs of order 5(4) satisfying only
 # the first column simplifying assumption").
 _TSIT5_B = (
@@ -253,7 +271,7 @@ DOPRI8 = ButcherTableau(
     dense_order=5,
 )
 
-_METHODS = (EULER, MIDPOINT, RK4, HEUN_EULER, BOSH3, DOPRI5, TSIT5, DOPRI8)
+_METHODS = (EULER, MIDPOINT, RK4, HEUN_EULER, BOSH3, DOPRI5, DOPRI5_CLASSIC, TSIT5, DOPRI8)
 ALIASES = {"rk2": "midpoint", "rk12": "heun_euler", "adaptive_heun": "heun_euler",
            "rk23": "bosh3", "rk45": "dopri5"}
 

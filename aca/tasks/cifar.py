@@ -1,4 +1,4 @@
-"""CIFAR-10/100 image classification with NODE-18 or ResNet-18 (PAPER.md, experiment 3).
+"""CIFAR-10/100 image classification with NODE-18 or ResNet-18 (docs/paper.md, experiment 3).
 
 ``aca-run task=cifar10 task.model=node18 method=aca`` trains on the standard
 pickle folders in ``data_dir``; the CPU default in configs/task/cifar10.yaml is

@@ -37,6 +37,7 @@ TRUE_MASSES = (1.1, 1.1, 0.9)
 INITIAL_POSITIONS = ((0.0, 0.2, 0.0), (0.5, 0.0, 0.5), (0.0, 0.0, 0.5))
 INITIAL_VELOCITIES = ((0.0, 0.1, 0.0), (0.0, 0.0, 0.1), (0.1, 0.0, 0.0))
 MODELS = ("physics", "neural")
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PAIRS = ((0, 1), (0, 2), (1, 2))
 DATA_TOL = 1e-11
 
@@ -90,8 +91,25 @@ def true_positions(times: torch.Tensor) -> torch.Tensor:
     return states[:, :9]
 
 
-def observation_times(T: float, count: int) -> torch.Tensor:
-    return torch.linspace(0.0, T, count, dtype=torch.float64)
+def observation_times(T: float, count: int, offset: float = 0.0) -> torch.Tensor:
+    """``count`` equally spaced times on [0, T], shifted by ``offset`` steps (the authors'
+    test grid: linspace(0, 2, 2000) shifted by half a step)."""
+    times = torch.linspace(0.0, T, count, dtype=torch.float64)
+    return times + offset * (times[1] - times[0]) if count > 1 else times
+
+
+def best_by_training_loss(history: list[dict[str, float]]) -> dict[str, float]:
+    """The masses of the model the authors keep: the epoch of the lowest unweighted training
+    sum of squared position errors (its loss is computed before that epoch's update, so
+    the masses logged with it are that model's). Empty for the neural model."""
+    epochs = [entry for entry in history if "train_sse" in entry and "train_m1" in entry]
+    if not epochs:
+        return {}
+    best = min(epochs, key=lambda entry: entry["train_sse"])
+    masses = [best[f"train_m{index}"] for index in (1, 2, 3)]
+    return {"best_epoch": best["epoch"], "best_train_sse": best["train_sse"],
+            **{f"best_m{index + 1}": mass for index, mass in enumerate(masses)},
+            "best_mass_error": max(abs(m - t) for m, t in zip(masses, TRUE_MASSES, strict=True))}
 
 
 class ThreeBody(Task):
@@ -101,26 +119,29 @@ class ThreeBody(Task):
                  data_dir: str | Path = "data") -> None:
         super().__init__(settings, ode, seed, data_dir)
         check_names([settings.model], MODELS, "task.model")
+        self.dtype = DTYPES[check_names([settings.dtype], DTYPES, "task.dtype")[0]]
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """One trajectory each; a batch is (times[None], positions[None])."""
         task = self.settings
         train_times = observation_times(float(task.T_train), int(task.n_train))
-        test_times = observation_times(float(task.T_test), int(task.n_test))
-        return (TensorDataset(train_times[None], true_positions(train_times)[None]),
-                TensorDataset(test_times[None], true_positions(test_times)[None]))
+        test_times = observation_times(float(task.T_test), int(task.n_test),
+                                       float(task.test_offset))
+        return tuple(TensorDataset(times[None].to(self.dtype),
+                                   true_positions(times)[None].to(self.dtype))
+                     for times in (train_times, test_times))
 
     def model(self) -> nn.Module:
         generator = torch.Generator().manual_seed(self.seed)
         if self.settings.model == "neural":
-            return NeuralVectorField(int(self.settings.hidden), generator)
+            return NeuralVectorField(int(self.settings.hidden), generator).to(self.dtype)
         low, high = self.settings.mass_init_range
         masses = low + (high - low) * torch.rand(3, generator=generator, dtype=torch.float64)
-        return ThreeBodyGravity(masses)
+        return ThreeBodyGravity(masses).to(self.dtype)
 
     def predict(self, model: nn.Module, times: torch.Tensor) -> torch.Tensor:
         """Predicted positions at ``times`` from the true initial state."""
-        y0 = initial_state().to(times.device)
+        y0 = initial_state().to(times)
         return aca.odeint(model, y0, times, **self.ode)[:, :9]
 
     def _mass_metrics(self, model: nn.Module) -> dict[str, float]:
@@ -137,7 +158,8 @@ class ThreeBody(Task):
         times, observed = batch[0][0], batch[1][0]
         squared = ((self.predict(model, times) - observed) ** 2).sum(-1)
         loss = (squared * float(self.settings.loss_decay) ** times).sum() / len(times)
-        return loss, {"rmse": squared.mean().sqrt().item(), **self._mass_metrics(model)}
+        return loss, {"rmse": squared.mean().sqrt().item(), "sse": squared.sum().item(),
+                      **self._mass_metrics(model)}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch: Any, step: int) -> dict[str, float]:
@@ -147,10 +169,10 @@ class ThreeBody(Task):
     def extrapolation(self, model: nn.Module, times: torch.Tensor,
                       observed: torch.Tensor) -> dict[str, float]:
         """Position RMSE over [0, T_test] and over (T_train, T_test] alone; ``loss`` is the
-        training loss formula on the test window."""
+        training loss formula on the test window, weighted by ``test_loss_decay``^t."""
         squared = ((self.predict(model, times) - observed) ** 2).sum(-1)
         beyond = times > float(self.settings.T_train)
-        loss = (squared * float(self.settings.loss_decay) ** times).sum() / len(times)
+        loss = (squared * float(self.settings.test_loss_decay) ** times).sum() / len(times)
         return {"loss": loss.item(), "extrap_rmse": squared.mean().sqrt().item(),
                 "extrap_rmse_beyond": squared[beyond].mean().sqrt().item(),
                 **self._mass_metrics(model)}
@@ -168,9 +190,9 @@ class ThreeBody(Task):
         record = {"method": self.ode["gradient"], "model": task.model,
                   "solver": self.ode["solver"], "rtol": self.ode["rtol"],
                   "atol": self.ode["atol"], "interpolate": self.ode["interpolate"],
-                  **self._mass_metrics(model),
+                  "dtype": task.dtype, **self._mass_metrics(model),
                   **self.extrapolation(model, times.to(device), truth.to(device)),
-                  **history_totals(history)}
+                  **best_by_training_loss(history), **history_totals(history)}
         kept = torch.linspace(0, len(times) - 1, min(len(times), 201)).round().long()
         curves = {"times": times[kept].tolist(), "truth": truth[kept].tolist(),
                   "predicted": predicted[kept].tolist()}

@@ -8,13 +8,16 @@ same code path runs anywhere.
 
 Each series keeps ``task.observed_fraction`` of its time points for the encoder
 (resampled every training batch, fixed per test series); the model predicts every
-time point. The training loss is the Gaussian negative log-likelihood (noise
-``task.obs_std``) of all existing points plus an annealed KL term (Latent ODE);
-the test metric ``mse`` is the mean squared error over all existing points,
-observed and unobserved. ``task.per_sample=true`` (latent ODE) gives each series its
-own step sizes in the decoder's solve, so a series' prediction does not depend on the
-others in its batch. The KL weight follows the trainer's global step, so a resumed
-run continues the annealing where it stopped.
+time point. With ``task.standardize`` the model reads and predicts values
+standardized per dimension with the training set's mean and standard deviation.
+The training loss is the Gaussian negative log-likelihood (noise ``task.obs_std``
+in standardized units) of all existing points plus an annealed KL term (Latent
+ODE); the test metric ``mse`` is the mean squared error, in the data's units
+(Hopper: min-max scaled), over all existing points, observed and unobserved.
+``task.per_sample=true`` (latent ODE) gives each series its own step sizes in the
+decoder's solve, so its decoded path does not depend on the others in its batch. The
+KL weight follows the trainer's global step, so a resumed run continues the
+annealing where it stopped.
 """
 
 from __future__ import annotations
@@ -42,28 +45,34 @@ MODELS = ("latent_ode", "ode_rnn")
 
 class SeriesBatch(NamedTuple):
     """A batch on the union of its time points: ``values``, ``mask`` (which values
-    exist) and ``observed`` (which the model may read) are ``(B, T, D)``."""
+    exist) and ``observed`` (which the model may read) are ``(B, T, D)``; the model
+    sees ``(values - center) / scale`` (each ``(D,)``)."""
 
     values: torch.Tensor
     mask: torch.Tensor
     observed: torch.Tensor
     times: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
 
 
 class SeriesDataset(Dataset):
     """Series on one shared time grid: ``values``, ``mask`` and ``observed`` are
-    ``(N, T, D)``; indexing with a list of indices returns the batch
-    ``(values, mask, observed, times)``."""
+    ``(N, T, D)``, ``center`` and ``scale`` ``(D,)`` standardize them for the model
+    (:func:`standardization`); indexing with a list of indices returns the batch
+    ``(values, mask, observed, times, center, scale)``."""
 
     def __init__(self, times: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                 observed: torch.Tensor) -> None:
+                 observed: torch.Tensor, center: torch.Tensor, scale: torch.Tensor) -> None:
         self.times, self.values, self.mask, self.observed = times, values, mask, observed
+        self.center, self.scale = center, scale
 
     def __len__(self) -> int:
         return len(self.values)
 
     def __getitem__(self, index: Any) -> tuple[torch.Tensor, ...]:
-        return self.values[index], self.mask[index], self.observed[index], self.times
+        return (self.values[index], self.mask[index], self.observed[index], self.times,
+                self.center, self.scale)
 
 
 class TimeSeriesTask(Task):
@@ -102,8 +111,11 @@ class TimeSeriesTask(Task):
         times, values, mask, n_train = self.load()
         generator = torch.Generator().manual_seed(self.seed + 1)
         observed = sample_observed_mask(mask, self.fraction, generator)
-        return (SeriesDataset(times, values[:n_train], mask[:n_train], observed[:n_train]),
-                SeriesDataset(times, values[n_train:], mask[n_train:], observed[n_train:]))
+        scaling = standardization(values[:n_train], mask[:n_train], self.settings.standardize)
+        return (SeriesDataset(times, values[:n_train], mask[:n_train], observed[:n_train],
+                              *scaling),
+                SeriesDataset(times, values[n_train:], mask[n_train:], observed[n_train:],
+                              *scaling))
 
     def model(self) -> nn.Module:
         settings = self.settings
@@ -120,11 +132,11 @@ class TimeSeriesTask(Task):
     def prepare_batch(self, batch: Any, train: bool) -> SeriesBatch:
         """Draw the observed points of a training batch afresh (on its device) and
         cut the shared grid to the batch's union of time points."""
-        values, mask, observed, times = batch
+        values, mask, observed, times, center, scale = batch
         if train:
             observed = sample_observed_mask(mask, self.fraction)
         times, (mask, values, observed) = union_times(times, mask, values, observed)
-        return SeriesBatch(values, mask, observed, times)
+        return SeriesBatch(values, mask, observed, times, center, scale)
 
     def kl_weight(self, step: int) -> float:
         """KL annealing: 0 for ``kl_warmup_steps`` training steps, then
@@ -132,16 +144,27 @@ class TimeSeriesTask(Task):
         after = step - self.settings.kl_warmup_steps
         return 0.0 if after < 0 else 1.0 - self.settings.kl_decay**after
 
+    @staticmethod
+    def _predict(model: nn.Module, batch: SeriesBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions ``(B, T, D)`` in the data's units and the KL term ``(B,)``; the
+        model reads and writes standardized values."""
+        inputs = (batch.values - batch.center) / batch.scale * batch.observed
+        predictions, kl = model(batch.times, inputs, batch.observed)
+        return batch.center + batch.scale * predictions, kl
+
     def _errors(self, model: nn.Module, batch: SeriesBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared errors at the existing points ``(B, T, D)`` and the KL term ``(B,)``."""
-        predictions, kl = model(batch.times, batch.values * batch.observed, batch.observed)
+        predictions, kl = self._predict(model, batch)
         return (predictions - batch.values) ** 2 * batch.mask, kl
 
     def loss(self, model: nn.Module, batch: SeriesBatch,
              step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Gaussian NLL of the standardized values (noise ``task.obs_std`` in units of each
+        dimension's scale) plus the annealed KL; ``mse`` is in the data's units."""
         squared, kl = self._errors(model, batch)
         points = batch.mask.sum(dim=(1, 2)).clamp(min=1)
-        reconstruction = squared.sum(dim=(1, 2)) / points / (2 * self.settings.obs_std**2)
+        standardized = squared / batch.scale**2
+        reconstruction = standardized.sum(dim=(1, 2)) / points / (2 * self.settings.obs_std**2)
         kl_weight = self.kl_weight(step)
         loss = (reconstruction + kl_weight * kl).mean()
         mse = squared.sum() / batch.mask.sum().clamp(min=1)
@@ -166,7 +189,7 @@ class TimeSeriesTask(Task):
         batch = self.prepare_batch(tuple(t.to(device) for t in test[:count]), train=False)
         was_training = model.training
         model.eval()
-        predictions, _ = model(batch.times, batch.values * batch.observed, batch.observed)
+        predictions, _ = self._predict(model, batch)
         model.train(was_training)
         return {"times": batch.times.cpu(), "values": batch.values.cpu(),
                 "mask": batch.mask.cpu(), "observed": batch.observed.cpu(),
@@ -195,6 +218,21 @@ def mean_baseline_mse(train: SeriesDataset, test: SeriesDataset) -> float:
     a model that learned nothing about the individual series."""
     mean = (train.values * train.mask).sum(dim=(0, 1)) / train.mask.sum(dim=(0, 1))
     return float(((test.values - mean) ** 2 * test.mask).sum() / test.mask.sum())
+
+
+def standardization(values: torch.Tensor, mask: torch.Tensor,
+                    enabled: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation ``(D,)`` of the existing training
+    points, or ``(0, 1)`` when ``enabled`` is false. Standardizing lets small networks
+    learn the Hopper series in hundreds of iterations: after min-max scaling its
+    dimensions vary by 0.05-0.24 around means of 0.2-0.7."""
+    dims = values.shape[-1]
+    if not enabled:
+        return torch.zeros(dims), torch.ones(dims)
+    count = mask.sum(dim=(0, 1)).clamp(min=1)
+    mean = (values * mask).sum(dim=(0, 1)) / count
+    std = (((values - mean) ** 2 * mask).sum(dim=(0, 1)) / count).sqrt()
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
 class MujocoTask(TimeSeriesTask):

@@ -28,6 +28,7 @@ import aca
 from aca import provenance
 from aca.report import figures
 from aca.report.format import markdown_table, write_csv, write_json
+from aca.report.paper import VDP_REVERSE_X
 from aca.task import Analysis, Task
 from aca.tasks.base import check_names, history_totals
 
@@ -126,13 +127,17 @@ class VanDerPolReconstruction(Analysis):
                 row[f"nfe_bwd_{method}"] = info["nfe_backward"]
             rows.append(row)
 
-        figure_tolerances = [float(tol) for tol in task.figure_tolerances]
-        figure_runs = {tol: reconstruction(mu, y0, T, int(task.n_points),
-                                           {**self.ode, "rtol": tol, "atol": tol})
-                       for tol in self.progress(figure_tolerances, desc="vdp figure curves")}
+        figure_settings = [(float(rtol), float(atol)) for rtol, atol in task.figure_tolerances]
+        figure_runs = {(rtol, atol): reconstruction(mu, y0, T, int(task.n_points),
+                                                    {**self.ode, "rtol": rtol, "atol": atol})
+                       for rtol, atol in self.progress(figure_settings, desc="vdp figure curves")}
+        reverse_starts = [{"solver": self.ode["solver"], "rtol": rtol, "atol": atol,
+                           "x_rev0": (run["reverse"][-1, 0].item()
+                                      if math.isfinite(run["error"]) else math.inf)}
+                          for (rtol, atol), run in figure_runs.items()]
         figure_times = torch.linspace(0.0, T, int(task.n_points), dtype=torch.float64)
         reference = simulate(mu, y0, figure_times)
-        summary = self._summary(rows, methods, mu, T, y0)
+        summary = self._summary(rows, methods, mu, T, y0) + self._reverse_starts(reverse_starts)
         print(summary)
         keys = list(rows[0])
         out_dir = Path(out_dir)
@@ -141,11 +146,23 @@ class VanDerPolReconstruction(Analysis):
         (out_dir / "vdp_reconstruction.md").write_text(summary)
         write_json(out_dir / "vdp_reconstruction.json", {"mu": mu, "T": T, "y0": y0.tolist(),
                                                          "rows": rows,
+                                                         "reverse_starts": reverse_starts,
                                                          "provenance": provenance.stamp()})
         figures.vdp_reconstruction(figure_runs, reference, figure_times,
                                    out_dir / "vdp_reconstruction.png", mu, self.ode["solver"])
         figures.vdp_errors(rows, solvers, methods, out_dir / "vdp_reconstruction_errors.png")
         return {"rows": rows}
+
+    @staticmethod
+    def _reverse_starts(starts: list[dict]) -> str:
+        table = [[row["solver"], row["rtol"], row["atol"], row["x_rev0"], VDP_REVERSE_X]
+                 for row in starts]
+        return ("\n## Where the reverse solve ends, beside the paper's figure\n\n"
+                "x_rev(0) of the reverse solve from the end state (x(0) = 2); the paper's "
+                "figure (MATLAB's ode45, defaults rtol 1e-3 / atol 1e-6, mu not stated) ends "
+                "near 0.5 (docs/paper.md, exp. 2).\n\n"
+                + markdown_table(["solver", "rtol", "atol", "x_rev(0)", "paper x_rev(0) (≈)"],
+                                 table))
 
     def _summary(self, rows: list[dict], methods: list[str], mu: float, T: float,
                  y0: torch.Tensor) -> str:
