@@ -50,7 +50,9 @@ class SolveOptions:
     a step on every output time (a grid restarts at each). ``max_steps``: the most
     steps a solve may take. ``max_checkpoints``: ACA keeps at most this many states
     (None: all). ``safety``, ``ifactor``, ``dfactor``, ``pi_beta``: the step-size
-    controller's settings (``AdaptiveSteps``). Invalid values raise an
+    controller's settings (``AdaptiveSteps``). ``per_sample``: each sample (row of
+    ``y0``) gets its own step sizes, error norm and accept/reject decisions, so its
+    solution does not depend on the rest of its batch. Invalid values raise an
     ``aca.ODEError`` naming the value and what is valid."""
 
     solver: str = "dopri5"
@@ -65,6 +67,7 @@ class SolveOptions:
     ifactor: float = AdaptiveSteps.ifactor
     dfactor: float = AdaptiveSteps.dfactor
     pi_beta: float = AdaptiveSteps.pi_beta
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         solver, step_size = self.solver, self.step_size
@@ -103,6 +106,22 @@ class SolveOptions:
         beta_max = 4 / (3 * tableau.order)  # beyond it the error exponent 1/order - 0.75 beta <= 0
         _require("pi_beta", self.pi_beta, is_number(self.pi_beta) and 0 <= self.pi_beta < beta_max,
                  f"in [0, {beta_max:.3g}) for {solver!r} (order {tableau.order})")
+
+        _require("per_sample", self.per_sample, isinstance(self.per_sample, bool), "True or False")
+        if self.per_sample:
+            self._check_per_sample()
+
+    def _check_per_sample(self) -> None:
+        if self.step_size is not None:
+            raise InvalidOptionError(
+                f"per_sample=True needs adaptive steps, got step_size={self.step_size!r}: a fixed "
+                "grid takes the same steps for every sample (use per_sample=False)")
+        if not self.interpolate:
+            raise InvalidOptionError("per_sample=True reads output times off each sample's "
+                                     "steps and needs interpolate=True, got interpolate=False")
+        if self.gradient == "adjoint":
+            raise InvalidOptionError("per_sample=True supports gradient='aca' or 'naive', got "
+                                     "'adjoint' (its reverse solve per sample is not built yet)")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> SolveOptions:
