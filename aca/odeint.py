@@ -117,13 +117,17 @@ def odeint(
         return y0.unsqueeze(0)
     problem = Problem(func=func, times=times, options=options, sinks=StatsSinks(stats),
                       t=t if isinstance(t, Tensor) else None, extra_params=extra_params)
+    return solve_problem(problem, y0, gradient)
+
+
+def solve_problem(problem: Problem, y0: Tensor, gradient: str) -> Tensor:
+    """Solve with the gradient method, or without a graph when there is nothing to
+    differentiate (evaluation): no checkpoints, no graph, but with grad enabled a
+    func over tensors aca cannot see is refused rather than run."""
     grad_enabled = torch.is_grad_enabled()
-    if grad_enabled and gradient == "naive":
+    if grad_enabled and (gradient == "naive" or y0.requires_grad or problem.params
+                         or problem.t_requires_grad):
         return GRADIENTS[gradient](problem, y0)
-    if grad_enabled and (y0.requires_grad or problem.params or problem.t_requires_grad):
-        return GRADIENTS[gradient](problem, y0)
-    # nothing to differentiate (evaluation): no checkpoints, no graph, but with grad
-    # enabled a func over tensors aca cannot see is refused rather than run
     func = Watched(problem, y0, unseen=grad_enabled, random=None)
     with torch.no_grad():
         outputs, counts = problem.solve(y0, func=func)
