@@ -68,6 +68,7 @@ def odeint(
     ifactor: float = SolveOptions.ifactor,
     dfactor: float = SolveOptions.dfactor,
     pi_beta: float = SolveOptions.pi_beta,
+    adjoint_seminorm: bool = SolveOptions.adjoint_seminorm,
     params: Iterable[Tensor] | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor:
@@ -93,6 +94,8 @@ def odeint(
     (recomputing the rest). Random numbers ``func`` draws (dropout) are replayed
     by ``aca`` and refused by ``adjoint``.
     ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` tune the step-size controller.
+    ``adjoint_seminorm``: the adjoint's reverse solve leaves the parameter gradients
+    out of its error norm (fewer backward steps, Kidger et al. 2021).
     Every option but ``params`` and ``stats`` is a field of ``aca.SolveOptions``
     (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
     backward included.
@@ -100,7 +103,8 @@ def odeint(
     options = SolveOptions(
         solver=solver, gradient=gradient, rtol=rtol, atol=atol, step_size=step_size,
         interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
-        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta)
+        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta,
+        adjoint_seminorm=adjoint_seminorm)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)

@@ -45,6 +45,7 @@ from aca.errors import (
 from aca.gradients import Problem
 from aca.gradients.base import _tensor_time
 from aca.odeint import _output_times, solve_problem
+from aca.options import SolveOptions
 from aca.solvers import SOLVERS, AdaptiveSteps, ButcherTableau, ConstantSteps, integrate, rms_norm
 from aca.solvers.control import Norm
 from aca.solvers.step import Step, rk_step
@@ -372,7 +373,8 @@ class _Problem(Problem):
         elif differentiable and controller.adaptive:
             time_args = [y0.new_tensor(t) for t in times]
         return integrate(func or self.rhs, y0, times, settings.tableau, controller,
-                         settings.max_steps, time_args=time_args, checkpoints=checkpoints)
+                         settings.max_steps, time_args=time_args, checkpoints=checkpoints,
+                         interpolate=self.options.interpolate and not backward)
 
     def _split(self, z: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """The adjoint's augmented state ``[y, adjoint, parameter gradients]``."""
@@ -448,15 +450,19 @@ class _Call:
 
     def problem(self, times: Tensor, rhs: Callable, until_event=None) -> _Problem:
         values = _output_times(times)
+        forward = self.forward
         step = None
-        if self.forward.fixed:  # one step between consecutive times: they are the grid
+        if forward.fixed:  # one step between consecutive times: they are the grid
             step = max(abs(b - a) for a, b in zip(values, values[1:])) if len(values) > 1 else 1.0
-        tableau = self.forward.tableau
+        options = SolveOptions(
+            solver=METHODS[forward.method], gradient=self.gradient, rtol=forward.rtol,
+            atol=forward.atol, step_size=step, interpolate=not forward.fixed,
+            max_steps=forward.max_steps, max_checkpoints=self.max_checkpoints,
+            **{k: forward.options[k] for k in ("safety", "ifactor", "dfactor")
+               if k in forward.options})
         return _Problem(
-            func=rhs, times=values, tableau=tableau, step_size=step,
-            max_steps=self.forward.max_steps, rtol=self.forward.rtol, atol=self.forward.atol,
-            max_checkpoints=self.max_checkpoints, sinks=StatsSinks(None),
-            t=times, extra_params=self.params, state=self.state, forward_settings=self.forward,
+            func=rhs, times=values, options=options, sinks=StatsSinks(None), t=times,
+            extra_params=self.params, state=self.state, forward_settings=forward,
             backward_settings=self.backward, backward_norm=self.backward_norm,
             buffers_of=self.module, until_event=until_event, shape=self.y0.shape)
 
