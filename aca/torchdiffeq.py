@@ -1,7 +1,9 @@
 """torchdiffeq's API on aca's core, for code written against torchdiffeq:
 ``import aca.torchdiffeq as torchdiffeq``.
 
-``odeint`` back-propagates through the solver (aca's ``naive``), ``odeint_adjoint``
+``odeint`` back-propagates through the solver (aca's ``naive``, with torchdiffeq's step
+sizes: constants after the first, so rejected attempts and the controller are not
+differentiated), ``odeint_adjoint``
 solves the continuous adjoint (``adjoint``), ``odeint_aca`` checkpoints the accepted
 steps (``aca``, memory bounded by ``options={"max_checkpoints": K}``). Signatures,
 defaults (``rtol=1e-7, atol=1e-9, method="dopri5"``), tuple states, ``options``,
@@ -279,9 +281,12 @@ class _FixedSteps(ConstantSteps):
 class _AdaptiveSteps(AdaptiveSteps):
     """torchdiffeq's adaptive controller options on top of aca's: a given first step,
     step sizes clipped to ``[min_step, max_step]`` (a step at ``min_step`` is
-    accepted whatever its error), callbacks and the event check."""
+    accepted whatever its error), callbacks and the event check. ``frozen``: with
+    ``differentiable``, only the first step size is in the autograd graph (as in
+    torchdiffeq's odeint, whose controller runs without grad after it)."""
 
     first_step: float | None = None
+    frozen: bool = False
     min_step: float = 0.0
     max_step: float = math.inf
     hooks: _Hooks | None = None
@@ -311,6 +316,8 @@ class _AdaptiveSteps(AdaptiveSteps):
         # an event solve's target is only a far bound: the step size underflows relative to t
         accepted = super().accept(y, step, h, h_arg, t, t if self.until_event else target)
         accepted = (accepted or abs(h) <= self.min_step) and abs(h) <= self.max_step
+        if self.frozen:
+            self.h_arg = self.h
         self._clip()
         self.hooks.result(accepted, step, t, h)
         return accepted
@@ -362,7 +369,7 @@ class _Problem(Problem):
             controller = _AdaptiveSteps(
                 settings.rtol, settings.atol, settings.tableau.order,
                 norm=self._adjoint_norm() if backward else settings.norm,
-                differentiable=differentiable, hooks=hooks,
+                differentiable=differentiable, frozen=differentiable, hooks=hooks,
                 until_event=detecting,
                 **{k: settings.options[k] for k in ("first_step", "min_step", "max_step",
                                                     "safety", "ifactor", "dfactor")
