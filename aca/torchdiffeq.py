@@ -790,6 +790,13 @@ def odeint_adjoint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor, *
                                  "pass adjoint_options too (they cannot be inferred)")
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
+    for name in ("grid_constructor", "interp", "perturb", "step_t", "jump_t"):
+        mine, theirs = (adjoint_options or {}).get(name), (options or {}).get(name)
+        if mine is not theirs and not (mine is not None and theirs is not None and torch.equal(
+                torch.as_tensor(mine), torch.as_tensor(theirs))):
+            raise InvalidOptionError(
+                f"adjoint_options['{name}'] differs from options['{name}']: the reverse solve "
+                "follows the forward's grid and breakpoints here; leave it out or pass the same")
     adjoint = {"method": adjoint_method, "options": adjoint_options}
     if adjoint_rtol is not None:
         adjoint["rtol"] = adjoint_rtol
