@@ -94,6 +94,7 @@ def odeint(
     dfactor: float = SolveOptions.dfactor,
     pi_beta: float = SolveOptions.pi_beta,
     per_sample: bool = SolveOptions.per_sample,
+    adjoint_seminorm: bool = SolveOptions.adjoint_seminorm,
     params: Iterable[Tensor] | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor:
@@ -126,7 +127,8 @@ def odeint(
     times, all in one direction) and ``func`` receives ``t`` as a ``(B,)`` tensor, each
     sample's time. ``func`` must treat the samples independently: a func that mixes
     them (batch norm, attention across the batch) makes a sample's result depend on
-    the others' steps.
+    the others' steps. ``adjoint_seminorm``: the adjoint's reverse solve leaves the
+    parameter gradients out of its error norm (fewer backward steps, Kidger et al. 2021).
     Every option but ``params`` and ``stats`` is a field of ``aca.SolveOptions``
     (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
     backward included.
@@ -134,7 +136,8 @@ def odeint(
     options = SolveOptions(
         solver=solver, gradient=gradient, rtol=rtol, atol=atol, step_size=step_size,
         interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
-        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta, per_sample=per_sample)
+        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta,
+        per_sample=per_sample, adjoint_seminorm=adjoint_seminorm)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)
@@ -153,13 +156,17 @@ def odeint(
     problem = Problem(func=func, times=times, options=options, sinks=StatsSinks(stats),
                       t=t if isinstance(t, Tensor) else None, extra_params=extra_params,
                       sample_times=sample_times)
+    return solve_problem(problem, y0, gradient)
+
+
+def solve_problem(problem: Problem, y0: Tensor, gradient: str) -> Tensor:
+    """Solve with the gradient method, or without a graph when there is nothing to
+    differentiate (evaluation): no checkpoints, no graph, but with grad enabled a
+    func over tensors aca cannot see is refused rather than run."""
     grad_enabled = torch.is_grad_enabled()
-    if grad_enabled and gradient == "naive":
+    if grad_enabled and (gradient == "naive" or y0.requires_grad or problem.params
+                         or problem.t_requires_grad):
         return GRADIENTS[gradient](problem, y0)
-    if grad_enabled and (y0.requires_grad or problem.params or problem.t_requires_grad):
-        return GRADIENTS[gradient](problem, y0)
-    # nothing to differentiate (evaluation): no checkpoints, no graph, but with grad
-    # enabled a func over tensors aca cannot see is refused rather than run
     func = Watched(problem, y0, unseen=grad_enabled, random=None)
     with torch.no_grad():
         outputs, counts = problem.solve(y0, func=func)

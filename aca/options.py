@@ -52,7 +52,10 @@ class SolveOptions:
     (None: all). ``safety``, ``ifactor``, ``dfactor``, ``pi_beta``: the step-size
     controller's settings (``AdaptiveSteps``). ``per_sample``: each sample (row of
     ``y0``) gets its own step sizes, error norm and accept/reject decisions, so its
-    solution does not depend on the rest of its batch. Invalid values raise an
+    solution does not depend on the rest of its batch. ``adjoint_seminorm``: the
+    adjoint's reverse solve judges its error on the state and adjoint only, not on the
+    parameter gradients it accumulates (Kidger et al. 2021: fewer backward steps;
+    those integrals never feed back into the dynamics). Invalid values raise an
     ``aca.ODEError`` naming the value and what is valid."""
 
     solver: str = "dopri5"
@@ -68,6 +71,7 @@ class SolveOptions:
     dfactor: float = AdaptiveSteps.dfactor
     pi_beta: float = AdaptiveSteps.pi_beta
     per_sample: bool = False
+    adjoint_seminorm: bool = False
 
     def __post_init__(self) -> None:
         solver, step_size = self.solver, self.step_size
@@ -85,8 +89,9 @@ class SolveOptions:
         if step_size is not None:
             _require("step_size", step_size, is_number(step_size) and 0 < step_size < math.inf,
                      "a positive number (or None for adaptive steps)", StepSizeRequiredError)
-        _require("interpolate", self.interpolate, isinstance(self.interpolate, bool),
-                 "True or False")
+        for name in ("interpolate", "adjoint_seminorm"):
+            _require(name, getattr(self, name), isinstance(getattr(self, name), bool),
+                     "True or False")
         for name, value in (("rtol", self.rtol), ("atol", self.atol)):
             _require(name, value, is_number(value) and 0 <= value < math.inf,
                      "a non-negative number")

@@ -32,6 +32,16 @@ Norm = Callable[[Tensor], Tensor]
 Proposal = tuple[float, Scalar, float, Scalar]
 
 
+def _valued(value: float, arg: Scalar) -> Scalar:
+    """``arg`` (a step size or time in the autograd graph) with the value of the float
+    that decides, its derivative kept: in the state's dtype (float32) the arguments
+    would otherwise drift from the floats, a landing step by up to an ulp of t, and
+    the step sizes after it inherit that error multiplicatively."""
+    if not isinstance(arg, Tensor):
+        return value
+    return arg - arg.detach() + value
+
+
 def rms_norm(x: Tensor) -> Tensor:
     """Root mean square over every element."""
     return x.pow(2).mean().sqrt()
@@ -128,8 +138,8 @@ class AdaptiveSteps:
         # the solution allows: after it, go on with the step proposed before it
         self.before_landing = (self.h, self.h_arg) if landing else None
         if landing:
-            return target - t, target_arg - t_arg, target, target_arg
-        return self.h, self.h_arg, t + self.h, t_arg + self.h_arg
+            return target - t, _valued(target - t, target_arg - t_arg), target, target_arg
+        return self.h, self.h_arg, t + self.h, _valued(t + self.h, t_arg + self.h_arg)
 
     def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor) -> Tensor:
         y0, y1, error = _precise(y0), _precise(y1), _precise(error)
@@ -157,9 +167,9 @@ class AdaptiveSteps:
         if not self.differentiable:
             self.h_arg = self.h
         elif clipped:
-            self.h_arg = h_arg * factor
+            self.h_arg = _valued(self.h, h_arg * factor)
         else:  # the same value, with d factor / d ratio = -α factor / ratio in the graph
-            self.h_arg = h_arg * (factor * (ratio / ratio_value) ** -self.alpha)
+            self.h_arg = _valued(self.h, h_arg * (factor * (ratio / ratio_value) ** -self.alpha))
         if ratio_value <= 1.0:
             self.prev_ratio = max(ratio_value, 1e-4)  # the PI controller's memory
             if self.before_landing is not None and abs(self.before_landing[0]) > abs(self.h):
@@ -191,8 +201,11 @@ class AdaptiveSteps:
         h0_step = direction * (h0 if differentiable else h0.item())
         f1 = _precise(func(t0 + h0_step, (y0 + h0_step * f0).to(state_dtype)))
         d2 = self.norm((f1 - f0) / scale) / h0
-        d_max = torch.maximum(d1, d2)
-        if d_max.item() <= 1e-15:
+        # the larger by value: torch.maximum would send a zero gradient through the other,
+        # and a zero norm's sqrt turns that into nan (f constant near t0: d2 = 0)
+        d2_value = d2.item()
+        d_max = d1 if d1_value >= d2_value else d2
+        if max(d1_value, d2_value) <= 1e-15:
             h1 = torch.clamp_min(h0 * 1e-3, 1e-6)
         else:
             h1 = (0.01 / d_max) ** (1.0 / self.order)  # Hairer's IORD: the method's order
