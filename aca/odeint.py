@@ -39,6 +39,31 @@ def _output_times(t: Tensor | Sequence[float]) -> list[float]:
     return times
 
 
+def _sample_times(t: Tensor | Sequence[float], y0: Tensor) -> Tensor:
+    """``per_sample=True``: the output times of every sample, ``(B, T)`` in ``y0``'s dtype
+    (detached), from a shared ``(T,)`` or a per-sample ``(B, T)`` ``t``."""
+    if y0.dim() == 0:
+        raise InvalidOptionError("per_sample=True needs y0 with a batch dimension (B, ...), "
+                                 "got a 0-dim y0")
+    if not isinstance(t, Tensor):
+        _output_times(t)
+        t = torch.tensor([float(x) for x in t])
+    if t.dim() == 1:
+        _output_times(t)
+        return t.detach().to(y0).expand(len(y0), -1)
+    if t.dim() != 2 or len(t) != len(y0):
+        raise NonMonotoneTimeError(
+            f"per_sample=True takes t of shape (T,) or (B, T) = (B={len(y0)}, T), got shape "
+            f"{tuple(t.shape)}")
+    steps = t.detach().diff(dim=1)
+    if not (bool(torch.isfinite(t).all()) and t.shape[1] > 0 and not t.is_complex()
+            and (bool((steps > 0).all()) or bool((steps < 0).all()))):
+        raise NonMonotoneTimeError(
+            "per_sample=True: every row of t must be finite and strictly increasing (or every "
+            f"row strictly decreasing), got {t.detach()[:2].tolist()} ...")
+    return t.detach().to(y0)
+
+
 def _params(params: object) -> list[Tensor]:
     if params is None:
         return []
@@ -68,6 +93,8 @@ def odeint(
     ifactor: float = SolveOptions.ifactor,
     dfactor: float = SolveOptions.dfactor,
     pi_beta: float = SolveOptions.pi_beta,
+    per_sample: bool = SolveOptions.per_sample,
+    adjoint_seminorm: bool = SolveOptions.adjoint_seminorm,
     params: Iterable[Tensor] | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor:
@@ -93,6 +120,15 @@ def odeint(
     (recomputing the rest). Random numbers ``func`` draws (dropout) are replayed
     by ``aca`` and refused by ``adjoint``.
     ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` tune the step-size controller.
+    ``per_sample=True``: the first dimension of ``y0`` is the batch, and each sample has
+    its own step sizes, error norm and accept/reject decisions (adaptive solvers;
+    ``aca`` or ``naive``), so a sample's solution and gradient do not depend on the
+    rest of its batch. ``t`` is ``(T,)`` (shared) or ``(B, T)`` (each sample's own
+    times, all in one direction) and ``func`` receives ``t`` as a ``(B,)`` tensor, each
+    sample's time. ``func`` must treat the samples independently: a func that mixes
+    them (batch norm, attention across the batch) makes a sample's result depend on
+    the others' steps. ``adjoint_seminorm``: the adjoint's reverse solve leaves the
+    parameter gradients out of its error norm (fewer backward steps, Kidger et al. 2021).
     Every option but ``params`` and ``stats`` is a field of ``aca.SolveOptions``
     (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
     backward included.
@@ -100,7 +136,8 @@ def odeint(
     options = SolveOptions(
         solver=solver, gradient=gradient, rtol=rtol, atol=atol, step_size=step_size,
         interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
-        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta)
+        safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta,
+        per_sample=per_sample, adjoint_seminorm=adjoint_seminorm)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)
@@ -110,20 +147,26 @@ def odeint(
     if y0.numel() == 0:
         raise InvalidOptionError(f"y0 is empty (shape {tuple(y0.shape)}): there is nothing to "
                                  "solve")
-    times = _output_times(t)
+    sample_times = _sample_times(t, y0) if per_sample else None
+    times = _output_times(t if sample_times is None else sample_times[0])
     if not bool(torch.isfinite(y0).all()):
         raise NonFiniteStateError("y0 contains nan or inf")
     if len(times) == 1:
         return y0.unsqueeze(0)
     problem = Problem(func=func, times=times, options=options, sinks=StatsSinks(stats),
-                      t=t if isinstance(t, Tensor) else None, extra_params=extra_params)
+                      t=t if isinstance(t, Tensor) else None, extra_params=extra_params,
+                      sample_times=sample_times)
+    return solve_problem(problem, y0, gradient)
+
+
+def solve_problem(problem: Problem, y0: Tensor, gradient: str) -> Tensor:
+    """Solve with the gradient method, or without a graph when there is nothing to
+    differentiate (evaluation): no checkpoints, no graph, but with grad enabled a
+    func over tensors aca cannot see is refused rather than run."""
     grad_enabled = torch.is_grad_enabled()
-    if grad_enabled and gradient == "naive":
+    if grad_enabled and (gradient == "naive" or y0.requires_grad or problem.params
+                         or problem.t_requires_grad):
         return GRADIENTS[gradient](problem, y0)
-    if grad_enabled and (y0.requires_grad or problem.params or problem.t_requires_grad):
-        return GRADIENTS[gradient](problem, y0)
-    # nothing to differentiate (evaluation): no checkpoints, no graph, but with grad
-    # enabled a func over tensors aca cannot see is refused rather than run
     func = Watched(problem, y0, unseen=grad_enabled, random=None)
     with torch.no_grad():
         outputs, counts = problem.solve(y0, func=func)

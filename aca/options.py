@@ -50,7 +50,12 @@ class SolveOptions:
     a step on every output time (a grid restarts at each). ``max_steps``: the most
     steps a solve may take. ``max_checkpoints``: ACA keeps at most this many states
     (None: all). ``safety``, ``ifactor``, ``dfactor``, ``pi_beta``: the step-size
-    controller's settings (``AdaptiveSteps``). Invalid values raise an
+    controller's settings (``AdaptiveSteps``). ``per_sample``: each sample (row of
+    ``y0``) gets its own step sizes, error norm and accept/reject decisions, so its
+    solution does not depend on the rest of its batch. ``adjoint_seminorm``: the
+    adjoint's reverse solve judges its error on the state and adjoint only, not on the
+    parameter gradients it accumulates (Kidger et al. 2021: fewer backward steps;
+    those integrals never feed back into the dynamics). Invalid values raise an
     ``aca.ODEError`` naming the value and what is valid."""
 
     solver: str = "dopri5"
@@ -65,6 +70,8 @@ class SolveOptions:
     ifactor: float = AdaptiveSteps.ifactor
     dfactor: float = AdaptiveSteps.dfactor
     pi_beta: float = AdaptiveSteps.pi_beta
+    per_sample: bool = False
+    adjoint_seminorm: bool = False
 
     def __post_init__(self) -> None:
         solver, step_size = self.solver, self.step_size
@@ -82,8 +89,9 @@ class SolveOptions:
         if step_size is not None:
             _require("step_size", step_size, is_number(step_size) and 0 < step_size < math.inf,
                      "a positive number (or None for adaptive steps)", StepSizeRequiredError)
-        _require("interpolate", self.interpolate, isinstance(self.interpolate, bool),
-                 "True or False")
+        for name in ("interpolate", "adjoint_seminorm"):
+            _require(name, getattr(self, name), isinstance(getattr(self, name), bool),
+                     "True or False")
         for name, value in (("rtol", self.rtol), ("atol", self.atol)):
             _require(name, value, is_number(value) and 0 <= value < math.inf,
                      "a non-negative number")
@@ -103,6 +111,22 @@ class SolveOptions:
         beta_max = 4 / (3 * tableau.order)  # beyond it the error exponent 1/order - 0.75 beta <= 0
         _require("pi_beta", self.pi_beta, is_number(self.pi_beta) and 0 <= self.pi_beta < beta_max,
                  f"in [0, {beta_max:.3g}) for {solver!r} (order {tableau.order})")
+
+        _require("per_sample", self.per_sample, isinstance(self.per_sample, bool), "True or False")
+        if self.per_sample:
+            self._check_per_sample()
+
+    def _check_per_sample(self) -> None:
+        if self.step_size is not None:
+            raise InvalidOptionError(
+                f"per_sample=True needs adaptive steps, got step_size={self.step_size!r}: a fixed "
+                "grid takes the same steps for every sample (use per_sample=False)")
+        if not self.interpolate:
+            raise InvalidOptionError("per_sample=True reads output times off each sample's "
+                                     "steps and needs interpolate=True, got interpolate=False")
+        if self.gradient == "adjoint":
+            raise InvalidOptionError("per_sample=True supports gradient='aca' or 'naive', got "
+                                     "'adjoint' (its reverse solve per sample is not built yet)")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> SolveOptions:

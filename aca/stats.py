@@ -6,29 +6,43 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
 class SolveStats:
     """``nfe_backward`` counts evaluations of ``func`` made during backward
     (ACA's step rebuilds, the adjoint's augmented dynamics); ``naive`` makes none,
-    it back-propagates through the forward evaluations instead."""
+    it back-propagates through the forward evaluations instead. An evaluation is one
+    call of ``func`` on the whole batch.
+
+    Per-sample solves (``per_sample=True``) count ``accepted`` and ``rejected`` over
+    samples (a step of each of B samples counts B), add to ``sample_nfe_forward`` the
+    evaluations each sample was part of before it arrived (summed over samples: what a
+    solve of each sample alone would cost) and append each sample's counts to
+    ``per_sample`` (one dict of lists ``accepted``, ``rejected``, ``nfe`` per solve)."""
 
     nfe_forward: int = 0
     nfe_backward: int = 0
     accepted: int = 0
     rejected: int = 0
+    sample_nfe_forward: int = 0
+    per_sample: list[dict[str, list[int]]] = field(default_factory=list)
 
     def add(self, nfe_forward: int = 0, nfe_backward: int = 0, accepted: int = 0,
-            rejected: int = 0) -> None:
+            rejected: int = 0, sample_nfe_forward: int = 0,
+            per_sample: dict[str, list[int]] | None = None) -> None:
         self.nfe_forward += nfe_forward
         self.nfe_backward += nfe_backward
         self.accepted += accepted
         self.rejected += rejected
+        self.sample_nfe_forward += sample_nfe_forward
+        if per_sample is not None:
+            self.per_sample.append(per_sample)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        """The totals (``per_sample`` left out)."""
+        return {name: value for name, value in asdict(self).items() if name != "per_sample"}
 
 
 _local = threading.local()

@@ -38,10 +38,12 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from TorchDiffEqPack import odesolve_adjoint
 
 import aca
+import aca.torchdiffeq as aca_torchdiffeq
 from aca import provenance
 from aca.report.format import markdown_table
 
-METHODS = ("aca", "adjoint", "naive", "torchdiffeq", "torchdiffeq_adjoint", "tdep_aca")
+METHODS = ("aca", "adjoint", "adjoint_seminorm", "naive", "torchdiffeq", "torchdiffeq_adjoint",
+           "tdep_aca")
 METHOD_LABELS = {
     "aca": "aca (gradient=aca)",
     "adjoint": "aca (gradient=adjoint)",
@@ -50,7 +52,15 @@ METHOD_LABELS = {
     "torchdiffeq_adjoint": "torchdiffeq odeint_adjoint",
     "tdep_aca": "TorchDiffEqPack ACA",
     "aca_landing": "aca (gradient=aca, interpolate=False)",
+    "adjoint_seminorm": "aca (gradient=adjoint, adjoint_seminorm=True)",
+    "dropin": "aca.torchdiffeq odeint",
+    "dropin_adjoint": "aca.torchdiffeq odeint_adjoint",
 }
+#: the conv block at torchdiffeq's tolerances: smaller, and default initialisation (gain 1),
+#: since both continuous adjoints take minutes per run on the full-size stiffer block
+DROPIN_CONV = {"channels": 16, "size": 8, "batch": 2}
+#: aca.torchdiffeq against torchdiffeq, the pairs compared
+DROPIN_PAIRS = (("dropin", "torchdiffeq"), ("dropin_adjoint", "torchdiffeq_adjoint"))
 OUTPUT_METHODS = ("aca", "adjoint", "naive", "torchdiffeq", "torchdiffeq_adjoint", "aca_landing")
 COLUMNS = ("problem", "setting", "method", "forward_ms", "fwd_bwd_ms", "peak_mib", "nfe_forward",
            "nfe_backward", "accepted", "attempted", "grad_rel_error")
@@ -140,15 +150,17 @@ def solve(method: str, problem: Problem, y0: Tensor, setting: Setting) -> tuple[
     func = problem.func
     times = torch.linspace(0.0, setting.t1, setting.outputs, dtype=y0.dtype)
     fixed = setting.step_size is not None
-    if method in ("aca", "adjoint", "naive", "aca_landing"):
+    if method in ("aca", "adjoint", "naive", "aca_landing", "adjoint_seminorm"):
         stats = aca.SolveStats()
         ys = aca.odeint(func, y0, times, solver="rk4" if fixed else "dopri5",
-                        gradient=method.removesuffix("_landing"),
+                        gradient=method.removesuffix("_landing").removesuffix("_seminorm"),
                         interpolate=method != "aca_landing", rtol=setting.rtol,
-                        atol=setting.atol, step_size=setting.step_size, stats=stats)
+                        atol=setting.atol, step_size=setting.step_size, stats=stats,
+                        adjoint_seminorm=method == "adjoint_seminorm")
         return ys[1:], {"accepted": stats.accepted, "attempted": stats.accepted + stats.rejected}
-    if method in ("torchdiffeq", "torchdiffeq_adjoint"):
-        solver = torchdiffeq.odeint if method == "torchdiffeq" else torchdiffeq.odeint_adjoint
+    if method in ("torchdiffeq", "torchdiffeq_adjoint", "dropin", "dropin_adjoint"):
+        library = torchdiffeq if method.startswith("torchdiffeq") else aca_torchdiffeq
+        solver = library.odeint_adjoint if method.endswith("adjoint") else library.odeint
         options = {"method": "rk4", "options": {"step_size": setting.step_size}} if fixed else {
             "method": "dopri5", "rtol": setting.rtol, "atol": setting.atol}
         return solver(func, y0, times, **options)[1:], {}
@@ -166,7 +178,7 @@ def _attempted_from_nfe(method: str, nfe_forward: int, setting: Setting) -> int 
     step, then 6 per attempted step (first-same-as-last)."""
     if setting.step_size is not None:
         return round(1 / setting.step_size)
-    if method in ("torchdiffeq", "torchdiffeq_adjoint"):
+    if method in ("torchdiffeq", "torchdiffeq_adjoint", "dropin", "dropin_adjoint"):
         return (nfe_forward - 2) // 6
     return None
 
@@ -408,6 +420,45 @@ def output_rows(counts: tuple[int, ...] = (2, 10, 100, 1000), repeats: int = 3,
     return rows
 
 
+def dropin_rows(config: Config, repeats: int,
+                log: Callable[[str], None] = print) -> list[dict]:
+    """aca.torchdiffeq against torchdiffeq at torchdiffeq's defaults (dopri5, rtol 1e-7,
+    atol 1e-9), forward+backward, with each pair's time ratio."""
+    rows = []
+    for problem in (mlp_problem(**config.mlp, gain=1.0), conv_problem(**DROPIN_CONV, gain=1.0)):
+        started = time.perf_counter()
+        block = measure(problem, Setting(1e-7, 1e-9), tuple(m for pair in DROPIN_PAIRS
+                                                             for m in pair), repeats, None,
+                        profile_memory=False)
+        for ours, theirs in DROPIN_PAIRS:
+            mine, base = (_row(block, problem.name, block[0]["setting"], m)
+                          for m in (ours, theirs))
+            mine["time_vs_torchdiffeq"] = mine["fwd_bwd_ms"] / base["fwd_bwd_ms"]
+            base["time_vs_torchdiffeq"] = None
+        rows += block
+        log(f"{problem.name}: {time.perf_counter() - started:.1f} s")
+    return rows
+
+
+def dropin_markdown(rows: list[dict], config: Config) -> str:
+    columns = ("problem", "method", "nfe_forward", "nfe_backward", "attempted", "forward_ms",
+               "fwd_bwd_ms", "time_vs_torchdiffeq")
+    lines = ["# aca.torchdiffeq against torchdiffeq at torchdiffeq's defaults", "",
+             f"dopri5, rtol 1e-7, atol 1e-9, t in [0, 1]; MLP {config.mlp}, conv block "
+             f"{DROPIN_CONV}, both with default initialisation (gain 1); loss = sum(w * y(1)); "
+             f"{torch.get_num_threads()} thread(s), float32, medians of interleaved repeats. "
+             "time_vs_torchdiffeq: forward+backward time over torchdiffeq's same entry point "
+             "(odeint, odeint_adjoint).", "",
+             *_table(rows, columns), ""]
+    for row in rows:
+        if row["time_vs_torchdiffeq"] is not None:
+            ok = row["time_vs_torchdiffeq"] <= 0.7
+            lines.append(f"- {row['problem']}: {METHOD_LABELS[row['method']]} / torchdiffeq = "
+                         f"{row['time_vs_torchdiffeq']:.2f} (target <= 0.7: "
+                         f"{'pass' if ok else 'FAIL'})")
+    return "\n".join(lines) + "\n"
+
+
 def output_markdown(rows: list[dict]) -> str:
     """The outputs table and issue 14's two targets."""
     columns = ("outputs", "method", "nfe_forward", "nfe_backward", "accepted", "forward_ms",
@@ -602,6 +653,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", action="store_true",
                         help="only the dense-output table: 2, 10, 100, 1000 output times "
                              "(writes outputs.md, outputs.json with --out)")
+    parser.add_argument("--torchdiffeq", action="store_true",
+                        help="only aca.torchdiffeq against torchdiffeq at torchdiffeq's "
+                             "defaults (writes torchdiffeq.md, torchdiffeq.json with --out)")
     parser.add_argument("--checkpoints", action="store_true",
                         help="only the max_checkpoints=K memory table (writes checkpoints.md, "
                              "checkpoints.json with --out)")
@@ -624,6 +678,22 @@ def main(argv: list[str] | None = None) -> None:
                 markdown + f"\nCommand: `python scripts/bench_gradients.py {' '.join(argv)}`\n"
                 f"Code: {provenance.describe(stamp)}\n")
             (args.out / "outputs.json").write_text(
+                json.dumps({"provenance": stamp, "rows": rows}, indent=1))
+        return
+    if args.torchdiffeq:
+        torch.set_num_threads(args.threads)
+        config = Config.quick() if args.quick else Config()
+        rows = dropin_rows(config, args.repeats or 3,
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        markdown = dropin_markdown(rows, config)
+        print(markdown)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            stamp = provenance.stamp()
+            (args.out / "torchdiffeq.md").write_text(
+                markdown + f"\nCommand: `python scripts/bench_gradients.py {' '.join(argv)}`\n"
+                f"Code: {provenance.describe(stamp)}\n")
+            (args.out / "torchdiffeq.json").write_text(
                 json.dumps({"provenance": stamp, "rows": rows}, indent=1))
         return
     if args.checkpoints:

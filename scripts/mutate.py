@@ -33,6 +33,7 @@ CORE_TESTS = ("tests/test_gradients.py", "tests/test_solvers.py")
 TRAINER_TESTS = ("tests/test_trainer.py",)
 RESUME_TESTS = ("tests/test_resume.py",)
 CLI_TESTS = ("tests/test_cli.py",)
+PER_SAMPLE_TESTS = ("tests/test_per_sample.py",)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def mutation(name: str, bug: str, *edits: tuple[str, str, str],
 CONTROL, INTEGRATE = "aca/solvers/control.py", "aca/solvers/integrate.py"
 STEP, ODEINT = "aca/solvers/step.py", "aca/odeint.py"
 ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gradients/base.py"
+ACA_SAMPLES = "aca/gradients/aca_samples.py"
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
 
 MUTATIONS = [
@@ -146,6 +148,24 @@ MUTATIONS = [
     mutation("resume-restarts-step", "resume starts the global step (KL annealing) over",
              (TRAINER, 'self.step = state.get("step", ', 'self.step = 0 * state.get("step", '),
              tests=RESUME_TESTS),
+    # per-sample steps (issue 16)
+    mutation("per-sample-norm-mixes-samples",
+             "per_sample: the error norm is taken over the whole batch, not each sample",
+             (CONTROL, "return x.reshape(len(x), -1).pow(2).mean(1).sqrt().view(column_shape(x))",
+              "return x.pow(2).mean().sqrt().expand(column_shape(x))"), tests=PER_SAMPLE_TESTS),
+    mutation("per-sample-fsal-after-reject",
+             "per_sample: a rejected sample's next attempt starts from the rejected step's "
+             "last stage",
+             (INTEGRATE, "k1 = torch.where(accept, step.k_last, k1)", "k1 = step.k_last"),
+             tests=PER_SAMPLE_TESTS),
+    mutation("per-sample-pi-memory-on-reject",
+             "per_sample: the PI controller remembers the error ratio of rejected steps too",
+             (CONTROL, "torch.where(accept, value.clamp_min(1e-4), self.prev_ratio)",
+              "value.clamp_min(1e-4)"), tests=PER_SAMPLE_TESTS),
+    mutation("per-sample-landing-off-by-one",
+             "per_sample aca: the end time's gradient goes to the step before the landing one",
+             (ACA_SAMPLES, "landing = (cp.counts == j + 1)", "landing = (cp.counts == j + 2)"),
+             tests=PER_SAMPLE_TESTS),
     mutation("cli-hides-bugs", "aca-run prints any exception as one line, hiding real bugs",
              (CLI, "OverrideParseException, AcaError)):", "OverrideParseException, Exception)):"),
              tests=CLI_TESTS),

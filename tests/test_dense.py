@@ -15,7 +15,8 @@ from aca.solvers import SOLVERS, AdaptiveSteps, Checkpoints, dense_output, integ
 
 pytestmark = pytest.mark.usefixtures("float64")
 
-METHODS = ["euler", "midpoint", "rk4", "heun_euler", "bosh3", "dopri5", "tsit5", "dopri8"]
+METHODS = ["euler", "midpoint", "rk4", "heun_euler", "bosh3", "dopri5", "tsit5", "dopri8",
+           "heun2", "heun3", "rk4_38", "fehlberg2"]
 
 
 def airy(t, y):

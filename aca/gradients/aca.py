@@ -224,5 +224,8 @@ def _backward_through_chain(ctx, steps: _Steps, grad_ys: Tensor, y0: Tensor, t: 
 
 
 def aca_solve(problem: Problem, y0: Tensor) -> Tensor:
+    if problem.per_sample:
+        from aca.gradients.aca_samples import aca_per_sample  # it builds on this module
+        return aca_per_sample(problem, y0)
     return _ACA.apply(problem, y0, problem.t if problem.t_requires_grad else None,
                       *problem.params)

@@ -20,12 +20,16 @@ from aca.gradients.watch import Watched, unreplayable_random
 from aca.solvers import rms_norm
 
 
-def _mixed_norm(sizes: list[int]):
+def _mixed_norm(sizes: list[int], seminorm: bool = False):
     """Largest RMS norm among the parts (state, adjoint, each parameter), as
     torchdiffeq's adjoint does, so that a part with many entries cannot hide the
-    error of a small one."""
+    error of a small one; the seminorm leaves out the parameter gradients (the
+    parts after the first two), which never feed back into the dynamics."""
+    kept = len(sizes) if not seminorm else 2
+
     def norm(z: Tensor) -> Tensor:
-        return torch.stack([rms_norm(part) for part in z.split(sizes) if part.numel()]).max()
+        parts = z.split(sizes)[:kept]
+        return torch.stack([rms_norm(part) for part in parts if part.numel()]).max()
     return norm
 
 
@@ -71,7 +75,7 @@ class _Adjoint(torch.autograd.Function):
         before = ctx.generators.get()
         adjoint = grad_ys[-1].to(dtype)
         param_grads = ys.new_zeros(sum(sizes[2:]), dtype=dtype)
-        norm = _mixed_norm(sizes)
+        norm = _mixed_norm(sizes, problem.options.adjoint_seminorm)
         want_t = ctx.needs_input_grad[2]
         t_grad = ys.new_zeros(len(problem.times), dtype=dtype)
         with preserved_buffers(problem.buffers), torch.no_grad():

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from aca.solvers import AdaptiveSteps, Checkpoints, ConstantSteps, Counts, integrate, rms_norm
+from aca.solvers import (
+    AdaptiveSteps,
+    Checkpoints,
+    ConstantSteps,
+    Counts,
+    PerSampleSteps,
+    SampleCheckpoints,
+    integrate,
+    integrate_per_sample,
+    rms_norm,
+)
 from aca.solvers.control import Norm
 from aca.solvers.step import Func, Scalar
 from aca.stats import StatsSinks
@@ -33,12 +43,16 @@ class Problem:
     sinks: StatsSinks = field(default_factory=lambda: StatsSinks(None))
     t: Tensor | None = None
     extra_params: list[Tensor] = field(default_factory=list)
+    #: per_sample=True: every sample's output times, ``(B, T)``
+    sample_times: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.tableau, self.step_size = self.options.tableau, self.options.step_size
         self.max_checkpoints = self.options.max_checkpoints
         ignores_time = getattr(self.func, "ignores_time", False)
-        self.rhs = self.func if ignores_time else _tensor_time(self.func)
+        self.per_sample = self.options.per_sample
+        self.rhs = (_sample_time(self.func) if self.per_sample else
+                    self.func if ignores_time else _tensor_time(self.func))
         module = self.func if isinstance(self.func, nn.Module) else nn.Module()
         #: the tensors gradients flow to besides y0 and t: func's parameters, params=
         self.params = list({id(p): p for p in [*module.parameters(), *self.extra_params]
@@ -63,6 +77,9 @@ class Problem:
         """Integrate ``func`` (default: the problem's) over ``times`` (default: the
         output times). ``differentiable`` (naive) puts step sizes and times in the
         graph: the output times themselves when ``t`` requires grad."""
+        if self.per_sample:
+            return self.solve_per_sample(y0, func=func, differentiable=differentiable,
+                                         checkpoints=checkpoints)
         times = times or self.times
         time_args: list[Scalar] | None = None
         if differentiable and self.t_requires_grad:
@@ -74,8 +91,30 @@ class Problem:
                          self.options.max_steps, time_args=time_args, checkpoints=checkpoints,
                          interpolate=self.options.interpolate)
 
+    def solve_per_sample(self, y0: Tensor, *, func: Func | None = None,
+                         differentiable: bool = False,
+                         checkpoints: SampleCheckpoints | None = None,
+                         ) -> tuple[list[Tensor], Counts]:
+        """``per_sample=True``: each sample its own steps (``integrate_per_sample``);
+        ``differentiable`` puts the output times in the graph when ``t`` requires grad."""
+        times = self.sample_times
+        if differentiable and self.t_requires_grad:
+            times = self.t.to(y0).expand_as(times)
+        options = self.options
+        controller = PerSampleSteps(options.rtol, options.atol, self.tableau.order,
+                                    **options.controller_settings)
+        return integrate_per_sample(func or self.rhs, y0, times, self.tableau, controller,
+                                    options.max_steps, checkpoints=checkpoints)
+
     def report_forward(self, counts: Counts) -> None:
-        self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted, rejected=counts.rejected)
+        if counts.per_sample is None:
+            self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted,
+                           rejected=counts.rejected)
+            return
+        accepted, rejected, nfe = counts.per_sample.tolist()
+        self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted,
+                       rejected=counts.rejected, sample_nfe_forward=sum(nfe),
+                       per_sample={"accepted": accepted, "rejected": rejected, "nfe": nfe})
 
 
 def _tensor_time(func: Func) -> Func:
@@ -85,6 +124,14 @@ def _tensor_time(func: Func) -> Func:
         if not isinstance(t, Tensor):
             t = torch.full((), t, dtype=y.dtype, device=y.device)
         return func(t, y)
+    return rhs
+
+
+def _sample_time(func: Func) -> Func:
+    """``per_sample=True``: call ``func`` with ``t`` as a ``(B,)`` tensor, each sample's
+    time (the solver keeps them as ``(B, 1, ..., 1)`` tensors that broadcast on ``y``)."""
+    def rhs(t: Tensor, y: Tensor) -> Tensor:
+        return func(t.reshape(len(y)), y)
     return rhs
 
 

@@ -67,12 +67,13 @@ class Watched:
                 f"dtype {self.dtype} and device {self.device}; got {got}")
         if not bool(torch.isfinite(out).all()):
             raise NonFiniteStateError(
-                f"func(t, y) is non-finite (nan/inf) at its first evaluation (t={float(t):g})")
+                "func(t, y) is non-finite (nan/inf) at its first evaluation (t="
+                f"{float(t) if not isinstance(t, Tensor) or t.numel() == 1 else 't_0'})")
         if before is not None:
             self.start = before
             drawn = self.generators.moved(before)
             if drawn and self.random_policy == "refuse":
-                raise unreplayable_random(adjoint=True)
+                raise unreplayable_random(adjoint=True, per_sample=self.problem.per_sample)
             if drawn:
                 self.log = RandomLog(drawn, {g: before[g] for g in drawn.generators})
         return out
@@ -93,13 +94,19 @@ class Watched:
             return RandomStates([])
         others = self.generators.without(self.replayed or RandomStates([]))
         if others.moved(self.start):
-            raise unreplayable_random(self.random_policy == "refuse")
+            raise unreplayable_random(self.random_policy == "refuse", self.problem.per_sample)
         return others
 
 
-def unreplayable_random(adjoint: bool) -> RandomStateError:
-    """func drew random numbers the gradient cannot replay: any, for the adjoint;
-    for ACA, ones not drawn at its first evaluation (or drawn only in backward)."""
+def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateError:
+    """func drew random numbers the gradient cannot replay: any, for the adjoint and
+    per-sample ACA; for ACA, ones not drawn at its first evaluation (or drawn only in
+    backward)."""
+    if per_sample:
+        return RandomStateError(
+            "func draws random numbers (dropout?): per-sample aca rebuilds the steps in other "
+            "batches than the forward solve took them, so it cannot replay them and its "
+            "gradient would be wrong; use gradient='naive', per_sample=False or model.eval()")
     if adjoint:
         return RandomStateError(
             "func draws random numbers (dropout?): the adjoint's reverse solve cannot "

@@ -34,8 +34,9 @@ class ODEBlock(nn.Module):
     checked here, at construction; ``params``: tensors besides ``func``'s
     parameters that gradients must reach.
     Batch norm inside ``func`` is fine: evaluations made in backward (ACA rebuilds,
-    adjoint) leave the running statistics untouched. ``stats`` holds the counts of
-    the last forward call, its backward added when that runs.
+    adjoint) leave the running statistics untouched; but not with ``per_sample=True``
+    (batch norm mixes the samples, each of which then sees the others' steps). ``stats``
+    holds the counts of the last forward call, its backward added when that runs.
     """
 
     def __init__(self, func: nn.Module, t0: float = 0.0, t1: float = 1.0,

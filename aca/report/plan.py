@@ -165,8 +165,11 @@ def _timeseries(name: str) -> Callable[[str, str], list[Step]]:
 
 def _bench(scale: str, out: str) -> list[Step]:
     quick = ("--quick",) if scale == "smoke" else ()
+    per_sample = ("--batches", "64", "--repeats", "1") if scale == "smoke" else ()
     return [script("bench_gradients.py", *quick, "--out", out),
-            script("bench_gradients.py", "--outputs", *quick, "--out", out)]
+            script("bench_gradients.py", "--outputs", *quick, "--out", out),
+            script("bench_per_sample.py", *per_sample, "--out", out),
+            script("bench_gradients.py", "--torchdiffeq", *quick, "--out", out)]
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,8 @@ TARGETS: dict[str, Target] = {
     "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body,
                          ("runs/*.json", "runs/*/result.json"), ("three_body",)),
     "bench": Target("bench", "Table 1 measured: speed, memory, NFE, gradient error", _bench,
-                    ("bench.json", "outputs.json"), ("bench",), ("smoke", "cpu")),
+                    ("bench.json", "outputs.json", "per_sample.json", "torchdiffeq.json"),
+                    ("bench",), ("smoke", "cpu")),
 }
 
 

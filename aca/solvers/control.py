@@ -32,6 +32,16 @@ Norm = Callable[[Tensor], Tensor]
 Proposal = tuple[float, Scalar, float, Scalar]
 
 
+def _valued(value: float, arg: Scalar) -> Scalar:
+    """``arg`` (a step size or time in the autograd graph) with the value of the float
+    that decides, its derivative kept: in the state's dtype (float32) the arguments
+    would otherwise drift from the floats, a landing step by up to an ulp of t, and
+    the step sizes after it inherit that error multiplicatively."""
+    if not isinstance(arg, Tensor):
+        return value
+    return arg - arg.detach() + value
+
+
 def rms_norm(x: Tensor) -> Tensor:
     """Root mean square over every element."""
     return x.pow(2).mean().sqrt()
@@ -128,8 +138,8 @@ class AdaptiveSteps:
         # the solution allows: after it, go on with the step proposed before it
         self.before_landing = (self.h, self.h_arg) if landing else None
         if landing:
-            return target - t, target_arg - t_arg, target, target_arg
-        return self.h, self.h_arg, t + self.h, t_arg + self.h_arg
+            return target - t, _valued(target - t, target_arg - t_arg), target, target_arg
+        return self.h, self.h_arg, t + self.h, _valued(t + self.h, t_arg + self.h_arg)
 
     def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor) -> Tensor:
         y0, y1, error = _precise(y0), _precise(y1), _precise(error)
@@ -157,9 +167,9 @@ class AdaptiveSteps:
         if not self.differentiable:
             self.h_arg = self.h
         elif clipped:
-            self.h_arg = h_arg * factor
+            self.h_arg = _valued(self.h, h_arg * factor)
         else:  # the same value, with d factor / d ratio = -α factor / ratio in the graph
-            self.h_arg = h_arg * (factor * (ratio / ratio_value) ** -self.alpha)
+            self.h_arg = _valued(self.h, h_arg * (factor * (ratio / ratio_value) ** -self.alpha))
         if ratio_value <= 1.0:
             self.prev_ratio = max(ratio_value, 1e-4)  # the PI controller's memory
             if self.before_landing is not None and abs(self.before_landing[0]) > abs(self.h):
@@ -191,11 +201,98 @@ class AdaptiveSteps:
         h0_step = direction * (h0 if differentiable else h0.item())
         f1 = _precise(func(t0 + h0_step, (y0 + h0_step * f0).to(state_dtype)))
         d2 = self.norm((f1 - f0) / scale) / h0
-        d_max = torch.maximum(d1, d2)
-        if d_max.item() <= 1e-15:
+        # the larger by value: torch.maximum would send a zero gradient through the other,
+        # and a zero norm's sqrt turns that into nan (f constant near t0: d2 = 0)
+        d2_value = d2.item()
+        d_max = d1 if d1_value >= d2_value else d2
+        if max(d1_value, d2_value) <= 1e-15:
             h1 = torch.clamp_min(h0 * 1e-3, 1e-6)
         else:
             h1 = (0.01 / d_max) ** (1.0 / self.order)  # Hairer's IORD: the method's order
         h = direction * torch.minimum(100 * h0, h1)
         h_value = h.item()
         return (h if differentiable else h_value), h_value
+
+
+def sample_rms_norm(x: Tensor) -> Tensor:
+    """Root mean square of each sample (row of the leading batch dimension), shaped to
+    broadcast against ``x`` (``(B, 1, ..., 1)``)."""
+    return x.reshape(len(x), -1).pow(2).mean(1).sqrt().view(column_shape(x))
+
+
+def column_shape(x: Tensor) -> tuple[int, ...]:
+    """``(B, 1, ..., 1)``: one value per sample, broadcasting against ``x``."""
+    return (len(x),) + (1,) * (x.dim() - 1)
+
+
+def _ulp(x: Tensor) -> Tensor:
+    return torch.nextafter(x, x.new_tensor(math.inf)) - x
+
+
+@dataclass
+class PerSampleSteps(AdaptiveSteps):
+    """``AdaptiveSteps`` with one step size, error norm and accept/reject decision per
+    sample (``per_sample=True``): the same formulas on ``(B, 1, ..., 1)`` tensors of
+    times and step sizes, so a sample takes the steps it would take alone. Samples
+    that have arrived take steps of size 0 (masked: their state does not change).
+    Step sizes are in the autograd graph whenever the state is (naive)."""
+
+    norm: Norm = sample_rms_norm
+
+    def start(self, func: Func, t0: Tensor, end: Tensor, y: Tensor) -> tuple[Tensor, int]:
+        """Evaluate ``func`` at the start and choose each sample's first step (Hairer's
+        rule, as ``AdaptiveSteps.initial_step`` for each sample); 2 evaluations."""
+        k1 = func(t0, y)
+        direction = torch.sign(end - t0)
+        state_dtype, y0, f0 = y.dtype, _precise(y), _precise(k1)
+        scale = y0.abs() * self.rtol + self.atol
+        d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
+        big = (d0 >= 1e-5) & (d1 >= 1e-5)
+        h0 = torch.where(big, 0.01 * d0 / torch.where(big, d1, 1.0), d0.new_tensor(1e-6))
+        f1 = _precise(func(t0 + direction * h0, (y0 + direction * h0 * f0).to(state_dtype)))
+        d2 = self.norm((f1 - f0) / scale) / h0
+        d_max = torch.maximum(d1, d2)
+        flat = d_max <= 1e-15
+        h1 = torch.where(flat, torch.clamp_min(h0 * 1e-3, 1e-6),
+                         (0.01 / torch.where(flat, 1.0, d_max)) ** (1.0 / self.order))
+        self.h = direction * torch.minimum(100 * h0, h1)
+        self.prev_ratio = torch.ones_like(self.h)
+        # the smallest step a sample may take: 16 ulps of the largest |t| on its way
+        self.smallest = 16 * _ulp(torch.maximum(t0.detach().abs(), end.detach().abs()))
+        return k1, 2
+
+    def propose(self, t: Tensor, end: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        """Each sample's next step ``(h, t_next, landing)``: a step that would reach the
+        end lands on it exactly (arrived samples: ``h = 0``)."""
+        landing = self.h.detach().abs() >= (end - t).detach().abs() * (1 - 1e-9)
+        self.before_landing = self.h
+        return (torch.where(landing, end - t, self.h), torch.where(landing, end, t + self.h),
+                landing)
+
+    def judge(self, y: Tensor, step: Step, h: Tensor, landing: Tensor,
+              active: Tensor) -> tuple[Tensor, Tensor]:
+        """Each active sample's decision (``(B, 1, ...)`` bools) and the next step
+        sizes; also returns which rejected samples' step size underflowed (checked by
+        the caller at its one host sync)."""
+        # arrived samples (h = 0, no error) get a dummy error: a zero norm's derivative is inf
+        ratio = self.error_ratio(y, step.y, torch.where(active, step.error, 1.0))
+        value = ratio.detach()
+        finite = torch.isfinite(value)
+        safe = torch.where(finite, ratio, 1.0).clamp_min(1e-30)
+        growth = self.safety * safe ** -self.alpha
+        if self.pi_beta:
+            growth = growth * self.prev_ratio ** self.pi_beta
+        # clip to [1, ifactor] after an accepted step, [dfactor, ifactor] after a rejection
+        clipped = torch.where(value <= 1.0, growth.clamp(1.0, self.ifactor),
+                              growth.clamp(self.dfactor, self.ifactor))
+        factor = torch.where(finite, clipped, self.dfactor)
+        h_new = h * factor
+        accept = active & (value <= 1.0)
+        self.prev_ratio = torch.where(accept, value.clamp_min(1e-4), self.prev_ratio)
+        keep = accept & landing & (self.before_landing.detach().abs() > h_new.detach().abs())
+        self.h = torch.where(keep, self.before_landing, h_new)
+        return accept, finite
+
+    def underflowed(self, rejected: Tensor) -> Tensor:
+        """Rejected samples whose step size fell below what floating point resolves."""
+        return rejected & (self.h.detach().abs() < self.smallest)

@@ -90,7 +90,8 @@ def dense_output(y: Tensor, h: Scalar, stages: Sequence[Tensor], tableau: Butche
                 theta: Scalar) -> Tensor:
     """The continuous extension of a step from ``y`` of size ``h`` with these stages
     (all of them: ``rk_step(..., dense=True)``), at ``t + θh``: ``y + h Σ_j b_j(θ) k_j``.
-    ``θ`` is a float, or a 0-dim tensor in the autograd graph (then so are the weights)."""
+    ``θ`` is a float, or a 0-dim tensor in the autograd graph (then so are the weights).
+    (Per-sample steps: ``aca.solvers.integrate.interpolate_rows``.)"""
     if len(stages) != len(tableau.dense):
         raise ValueError(f"{tableau.name}'s interpolant needs {len(tableau.dense)} stages, "
                          f"got {len(stages)}: take the step with dense=True")
@@ -99,10 +100,12 @@ def dense_output(y: Tensor, h: Scalar, stages: Sequence[Tensor], tableau: Butche
         powers = theta ** torch.arange(1, coefficients.shape[1] + 1, device=theta.device)
         weights = (coefficients @ powers).to(y.dtype)
         return y + h * torch.tensordot(weights, torch.stack(list(stages)), 1)
-    weights = []
-    for row in tableau.dense:  # b_j(θ) by Horner's rule
-        weight = 0.0
-        for coefficient in reversed(row):
-            weight = (weight + coefficient) * theta
-        weights.append(weight)
-    return advance(y, h, weights, stages)
+    return advance(y, h, [_horner(row, theta) for row in tableau.dense], stages)
+
+
+def _horner(row: Sequence[float], theta: Scalar) -> Scalar:
+    """``b_j(θ) = Σ_m row[m] θ^(m+1)`` by Horner's rule."""
+    weight = 0.0
+    for coefficient in reversed(row):
+        weight = (weight + coefficient) * theta
+    return weight

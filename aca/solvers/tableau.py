@@ -271,7 +271,42 @@ DOPRI8 = ButcherTableau(
     dense_order=5,
 )
 
-_METHODS = (EULER, MIDPOINT, RK4, HEUN_EULER, BOSH3, DOPRI5, DOPRI5_CLASSIC, TSIT5, DOPRI8)
+# Heun's second-order method (explicit trapezoidal rule) on a fixed grid.
+HEUN2 = ButcherTableau("heun2", c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2,
+                       dense=((1.0, -0.5), (0.0, 0.5)), dense_order=2)
+
+# Heun's third-order method (Heun 1900; Hairer, Nørsett & Wanner, Table II.1.1).
+HEUN3 = ButcherTableau(
+    "heun3", c=(0.0, 1 / 3, 2 / 3), a=((), (1 / 3,), (0.0, 2 / 3)), b=(0.25, 0.0, 0.75), order=3,
+    dense=((1.0, -0.75), (0.0, 0.0), (0.0, 0.75)), dense_order=2,
+)
+
+# Kutta's 3/8 rule (Kutta 1901; Hairer, Nørsett & Wanner, Table II.1.2): torchdiffeq's rk4.
+RK4_38 = ButcherTableau(
+    "rk4_38",
+    c=(0.0, 1 / 3, 2 / 3, 1.0),
+    a=((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)),
+    b=(1 / 8, 3 / 8, 3 / 8, 1 / 8),
+    order=4,
+    # the free extension of order 3: the four third-order conditions solved for b_j(θ)
+    dense=((1.0, -15 / 8, 1.0), (0.0, 15 / 8, -3 / 2), (0.0, 3 / 8, 0.0), (0.0, -3 / 8, 1 / 2)),
+    dense_order=3,
+)
+
+# Fehlberg's RK1(2) (Fehlberg 1969, NASA TR R-315), propagating the second-order
+# solution; its first-order solution is the last stage's argument.
+FEHLBERG2 = ButcherTableau(
+    "fehlberg2",
+    c=(0.0, 0.5, 1.0),
+    a=((), (0.5,), (1 / 256, 255 / 256)),
+    b=(1 / 512, 255 / 256, 1 / 512),
+    order=2,
+    b_error=(1 / 512 - 1 / 256, 0.0, 1 / 512),
+    dense=((1.0, 1 / 512 - 1), (0.0, 255 / 256), (0.0, 1 / 512)), dense_order=2,
+)
+
+_METHODS = (EULER, MIDPOINT, RK4, HEUN_EULER, BOSH3, DOPRI5, DOPRI5_CLASSIC, TSIT5, DOPRI8,
+            HEUN2, HEUN3, RK4_38, FEHLBERG2)
 ALIASES = {"rk2": "midpoint", "rk12": "heun_euler", "adaptive_heun": "heun_euler",
            "rk23": "bosh3", "rk45": "dopri5"}
 

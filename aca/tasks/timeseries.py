@@ -13,7 +13,9 @@ standardized per dimension with the training set's mean and standard deviation.
 The training loss is the Gaussian negative log-likelihood (noise ``task.obs_std``
 in standardized units) of all existing points plus an annealed KL term (Latent
 ODE); the test metric ``mse`` is the mean squared error, in the data's units
-(Hopper: min-max scaled), over all existing points, observed and unobserved. The
+(Hopper: min-max scaled), over all existing points, observed and unobserved.
+``task.per_sample=true`` (latent ODE) gives each series its own step sizes in the
+decoder's solve, so its decoded path does not depend on the others in its batch. The
 KL weight follows the trainer's global step, so a resumed run continues the
 annealing where it stopped.
 """
@@ -30,8 +32,10 @@ from torch.utils.data import Dataset
 
 from aca.data.hopper import HOPPER_DIMS, hopper_times, load_hopper, min_max_scale, random_windows
 from aca.data.irregular import check_fraction, make_sines, sample_observed_mask, union_times
+from aca.errors import ConfigError, ODEError
 from aca.models.latent_ode import LatentODE
 from aca.models.ode_rnn import ODERNNModel
+from aca.options import SolveOptions
 from aca.report import figures
 from aca.task import Task
 from aca.tasks.base import check_names
@@ -82,6 +86,19 @@ class TimeSeriesTask(Task):
         super().__init__(settings, ode, seed, data_dir)
         self.fraction = check_fraction(settings.observed_fraction)
         check_names([settings.model], MODELS, "task.model")
+        if settings.get("per_sample", False):
+            self._check_per_sample()
+
+    def _check_per_sample(self) -> None:
+        """``task.per_sample``: the latent ODE's decoder solves each series with its own
+        step sizes (``aca.odeint(..., per_sample=True)``)."""
+        if self.settings.model != "latent_ode":
+            raise ConfigError(f"task.per_sample=true applies to model=latent_ode (its decoder's "
+                              f"solve), got model={self.settings.model}")
+        try:
+            SolveOptions(**{**self.ode, "per_sample": True})
+        except ODEError as error:
+            raise ConfigError(f"task.per_sample=true: {error}") from None
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """``times (T,)``, ``values (N, T, D)``, ``mask (N, T, D)`` and the number of
@@ -107,9 +124,10 @@ class TimeSeriesTask(Task):
                                settings.gru_units, settings.rec_layers, self.ode)
         encoder_options = {"solver": "euler", "step_size": settings.encoder_step,
                            "gradient": self.ode["gradient"]}
+        decoder_options = {**self.ode, "per_sample": bool(settings.get("per_sample", False))}
         return LatentODE(self.input_dim, settings.latent_dim, settings.rec_dims, settings.units,
                          settings.gru_units, settings.gen_layers, settings.rec_layers,
-                         self.ode, encoder_options)
+                         decoder_options, encoder_options)
 
     def prepare_batch(self, batch: Any, train: bool) -> SeriesBatch:
         """Draw the observed points of a training batch afresh (on its device) and

@@ -1,0 +1,294 @@
+"""Per-sample adaptive steps (issue 16): each sample of a batch has its own step sizes,
+error norm and accept/reject decisions, so a sample solved inside any batch gives the
+same solution and gradient as solved alone; ACA's gradient is autograd through each
+sample's accepted steps; bounded-memory ACA; per-sample output times; statistics;
+what is refused."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from odes import relative_error, replay_steps
+from torch import nn
+
+import aca
+from aca.solvers import SOLVERS, PerSampleSteps, SampleCheckpoints, integrate_per_sample
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+TOL = {"rtol": 1e-7, "atol": 1e-9}
+
+
+class Oscillators(nn.Module):
+    """Forced van der Pol oscillators: a learnable μ per sample (their stiffness varies
+    across the batch), a shared forcing weight, time-dependent."""
+
+    def __init__(self, mu: torch.Tensor) -> None:
+        super().__init__()
+        self.mu = nn.Parameter(mu.clone())
+        self.w = nn.Parameter(torch.tensor(0.3))
+        self.seen_t: list[tuple[int, ...]] = []
+
+    def forward(self, t, y):
+        self.seen_t.append(tuple(t.shape))
+        x, v = y[:, 0], y[:, 1]
+        return torch.stack([v, self.mu * (1 - x**2) * v - x + self.w * torch.cos(t)], dim=1)
+
+
+def batch(size: int = 5, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    mu = torch.exp(torch.empty(size).uniform_(-2.3, 1.6, generator=generator))  # [0.1, 5]
+    y0 = torch.empty(size, 2).uniform_(-2, 2, generator=generator)
+    times = torch.sort(torch.rand(size, 6, generator=generator) * 4, dim=1).values
+    return mu, y0, times
+
+
+def solve(mu, y0, t, gradient="aca", **options):
+    """The outputs, the gradients of a loss on every output (y0, μ, w, t) and the stats."""
+    func = Oscillators(mu)
+    y0 = y0.clone().requires_grad_()
+    t = t.clone().requires_grad_()
+    stats = aca.SolveStats()
+    ys = aca.odeint(func, y0, t, gradient=gradient, stats=stats, **(TOL | options))
+    loss = (ys**2).sum() + ys.sin().sum()
+    return ys.detach(), torch.autograd.grad(loss, [y0, func.mu, func.w, t]), stats
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("shared_times", [True, False])
+@pytest.mark.parametrize("gradient", ["aca", "naive"])
+def test_a_sample_in_any_batch_equals_the_sample_alone(gradient, shared_times, sign):
+    mu, y0, times = batch()
+    if sign < 0:  # backwards in time van der Pol is unstable: calmer ones, a shorter span
+        mu, times = mu / 10, times / 4
+    times = times[0] if shared_times else times
+    times = times if sign > 0 else -times
+    ys, grads, _ = solve(mu, y0, times, gradient, per_sample=True)
+    others = [2, 0, 4]  # another batch, another order
+    ys_other, grads_other, _ = solve(mu[others], y0[others], times if shared_times
+                                     else times[others], gradient, per_sample=True)
+    w_grad = 0.0
+    t_grad = torch.zeros_like(times)
+    for b in range(len(mu)):
+        t_b = times if shared_times else times[b:b + 1]
+        ys_b, (y0_b, mu_b, w_b, t_grad_b), _ = solve(mu[b:b + 1], y0[b:b + 1], t_b, gradient,
+                                                     per_sample=True)
+        assert relative_error([ys[:, b], grads[0][b], grads[1][b]],
+                              [ys_b[:, 0], y0_b[0], mu_b[0]]) < 1e-10
+        w_grad, t_grad = w_grad + w_b, t_grad + (t_grad_b if shared_times else 0.0)
+        if not shared_times:
+            t_grad[b] = t_grad_b[0]
+        if b in others:
+            j = others.index(b)
+            assert relative_error([ys_other[:, j], grads_other[1][j]],
+                                  [ys_b[:, 0], mu_b[0]]) < 1e-10
+    # the shared parameter's and the output times' gradients: the sums over the samples
+    assert relative_error([grads[2], grads[3]], [w_grad, t_grad]) < 1e-10
+
+
+def test_shared_steps_make_a_sample_depend_on_its_batch():
+    """Why per_sample exists: with one step size for the batch, a calm sample's result
+    moves with a stiff neighbour (by the solver's error, not round-off)."""
+    mu, y0 = torch.tensor([0.1, 5.0]), torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    t = torch.linspace(0, 4, 5)
+    for per_sample, changed in [(False, True), (True, False)]:
+        together, *_ = solve(mu, y0, t, per_sample=per_sample, rtol=1e-4, atol=1e-6)
+        alone, *_ = solve(mu[:1], y0[:1], t, per_sample=per_sample, rtol=1e-4, atol=1e-6)
+        assert (relative_error([together[:, 0]], [alone[:, 0]]) > 1e-8) == changed
+
+
+@pytest.mark.parametrize("options", [{}, {"pi_beta": 0.06, "safety": 0.8, "ifactor": 5.0}])
+@pytest.mark.parametrize("gradient", ["aca", "naive"])
+def test_one_sample_takes_the_shared_step_solvers_steps(gradient, options):
+    """A batch of one: per_sample=True and the shared-step solver are one controller."""
+    mu, y0, times = batch()
+    got = solve(mu[3:4], y0[3:4], times[0], gradient, per_sample=True, **options)
+    want = solve(mu[3:4], y0[3:4], times[0], gradient, **options)
+    assert relative_error([got[0], *got[1]], [want[0], *want[1]]) < 1e-10
+    assert (got[2].accepted, got[2].rejected) == (want[2].accepted, want[2].rejected)
+
+
+def test_aca_is_autograd_through_each_samples_accepted_steps():
+    """ACA's gradient against an independent textbook replay of every sample's accepted
+    steps and interpolants (the ACA contract), and close to naive's (which differs by
+    also differentiating the step-size controller)."""
+    mu, y0, times = batch()
+    func = Oscillators(mu)
+    tableau = SOLVERS["dopri5"]
+    cp = SampleCheckpoints()
+    with torch.no_grad():
+        integrate_per_sample(lambda t, y: func(t.reshape(-1), y), y0, times, tableau,
+                             PerSampleSteps(TOL["rtol"], TOL["atol"], tableau.order), 10_000, cp)
+    x0 = y0.clone().requires_grad_()
+    T = times.clone().requires_grad_()
+    replayed = []
+    for b in range(len(mu)):
+        n = int(cp.counts[b])
+        inside: dict[int, list[int]] = {}
+        for k in range(1, times.shape[1] - 1):
+            inside.setdefault(int(cp.slot[b, k]), []).append(k)
+        steps = SimpleNamespace(times=cp.times[:n, b].tolist(), steps=cp.steps[:n, b].tolist(),
+                                stops=[0, times.shape[1] - 1], segment_ends=[n], inside=inside)
+        replayed.append(replay_steps(_one_sample(func, b), x0[b], T[b], times[b].tolist(), steps,
+                                     tableau))
+    loss = sum((ys**2).sum() + ys.sin().sum() for ys in replayed)
+    want = torch.autograd.grad(loss, [x0, func.mu, func.w, T])
+    _, got, _ = solve(mu, y0, times, per_sample=True)
+    assert relative_error(got, want) < 1e-10
+    _, naive, _ = solve(mu, y0, times, "naive", per_sample=True)
+    assert relative_error(got, naive) < 1e-3
+
+
+def _one_sample(func: Oscillators, b: int):
+    def rhs(t, y):
+        x, v = y[0], y[1]
+        return torch.stack([v, func.mu[b] * (1 - x**2) * v - x + func.w * torch.cos(t)])
+    return rhs
+
+
+@pytest.mark.parametrize("budget", [2, 3, 5])
+def test_bounded_memory_aca_gives_the_same_gradient(budget):
+    mu, y0, times = batch()
+    _, want, full = solve(mu, y0, times, per_sample=True)
+    _, got, bounded = solve(mu, y0, times, per_sample=True, max_checkpoints=budget)
+    assert all(torch.equal(g, w) for g, w in zip(got, want))
+    assert bounded.nfe_backward > full.nfe_backward  # the rest was recomputed
+    cp = SampleCheckpoints(budget)
+    func = Oscillators(mu)
+    tableau = SOLVERS["dopri5"]
+    with torch.no_grad():
+        integrate_per_sample(lambda t, y: func(t.reshape(-1), y), y0, times, tableau,
+                             PerSampleSteps(1e-7, 1e-9, 5), 10_000, cp)
+    assert len(cp.states) <= budget < len(cp.times)
+
+
+def test_higher_order_gradients_equal_naive_on_one_sample_grid():
+    """create_graph through per-sample ACA: the gradient of a gradient norm equals the
+    shared-step ACA's for a batch of one."""
+    mu, y0, times = batch()
+
+    def penalty(per_sample):
+        func = Oscillators(mu[:2])
+        x0 = y0[:2].clone().requires_grad_()
+        ys = aca.odeint(func, x0, times[0], per_sample=per_sample, **TOL)
+        (g,) = torch.autograd.grad((ys**2).sum(), x0, create_graph=True)
+        return torch.autograd.grad((g**2).sum(), [x0, func.mu])
+
+    got = penalty(True)
+    assert all(g.abs().sum() > 0 for g in got)
+    singles = []
+    for b in range(2):
+        func = Oscillators(mu[b:b + 1])
+        x0 = y0[b:b + 1].clone().requires_grad_()
+        ys = aca.odeint(func, x0, times[0], per_sample=True, **TOL)
+        (g,) = torch.autograd.grad((ys**2).sum(), x0, create_graph=True)
+        singles.append(torch.autograd.grad((g**2).sum(), [x0, func.mu]))
+    want = [torch.cat([s[i] for s in singles]) for i in range(2)]
+    assert relative_error(got, want) < 1e-10
+
+
+def test_statistics_per_sample_and_totals():
+    mu, y0, times = batch()
+    func = Oscillators(mu)
+    with aca.track_stats() as tracked:
+        ys = aca.odeint(func, y0.requires_grad_(), times, per_sample=True, **TOL)
+        ys.sum().backward()
+    counts = tracked.per_sample[0]
+    for b in range(len(mu)):
+        _, _, alone = solve(mu[b:b + 1], y0[b:b + 1].detach(), times[b:b + 1], per_sample=True)
+        assert (counts["accepted"][b], counts["rejected"][b], counts["nfe"][b]) == (
+            alone.accepted, alone.rejected, alone.nfe_forward)
+    assert tracked.accepted == sum(counts["accepted"])
+    assert tracked.rejected == sum(counts["rejected"])
+    assert tracked.sample_nfe_forward == sum(counts["nfe"])
+    assert tracked.nfe_forward == max(counts["nfe"])  # one batched call per evaluation
+    # ACA rebuilds each sample's accepted steps, batched by step number: 6 stages with k1,
+    # and the FSAL stage where an output is interpolated
+    assert 6 <= tracked.nfe_backward / max(counts["accepted"]) <= 7
+    assert "per_sample" not in tracked.as_dict()
+    assert set(func.seen_t) == {(len(mu),)}  # func receives t as a (B,) tensor
+
+
+def test_evaluation_mode_and_odeblock():
+    mu, y0, times = batch()
+    with torch.no_grad():
+        ys = aca.odeint(Oscillators(mu), y0, times, per_sample=True, **TOL)
+    want, *_ = solve(mu, y0, times, per_sample=True)
+    assert torch.equal(ys, want)
+    block = aca.ODEBlock(Oscillators(mu), t1=1.0, time_dependent=True, per_sample=True, **TOL)
+    out = block(y0)
+    assert out.shape == y0.shape
+    out.sum().backward()
+    assert block.func.mu.grad is not None
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"solver": "rk4", "step_size": 0.1}, "adaptive steps"),
+    ({"step_size": 0.1}, "adaptive steps"),
+    ({"interpolate": False}, "interpolate=True"),
+    ({"gradient": "adjoint"}, "'aca' or 'naive'"),
+    ({"per_sample": 1}, "True or False"),
+])
+def test_refused_options(options, message):
+    mu, y0, times = batch()
+    with pytest.raises(aca.InvalidOptionError, match=message):
+        aca.odeint(Oscillators(mu), y0, times[0], **({"per_sample": True} | options))
+
+
+@pytest.mark.parametrize(("y0", "t", "error", "message"), [
+    (torch.tensor(1.0), [0.0, 1.0], aca.InvalidOptionError, "batch dimension"),
+    (torch.zeros(3, 2), torch.zeros(2, 4), aca.NonMonotoneTimeError, r"\(B=3, T\)"),
+    (torch.zeros(3, 2), torch.zeros(3, 4, 1), aca.NonMonotoneTimeError, "shape"),
+    (torch.zeros(2, 2), torch.tensor([[0.0, 1.0], [1.0, 0.0]]), aca.NonMonotoneTimeError,
+     "strictly increasing"),
+    (torch.zeros(2, 2), torch.tensor([[0.0, 1.0], [0.0, 0.0]]), aca.NonMonotoneTimeError,
+     "strictly increasing"),
+    (torch.zeros(2, 2), [1.0, 0.5, 0.7], aca.NonMonotoneTimeError, "strictly"),
+])
+def test_refused_shapes_and_times(y0, t, error, message):
+    with pytest.raises(error, match=message):
+        aca.odeint(lambda t, y: -y, y0, t, per_sample=True, gradient="naive")
+
+
+def test_random_numbers_are_refused_by_aca_and_drawn_by_naive():
+    net = nn.Sequential(nn.Linear(2, 8), nn.Dropout(0.3), nn.Linear(8, 2))
+    y0 = torch.randn(4, 2, requires_grad=True)
+    with pytest.raises(aca.RandomStateError, match="per-sample aca"):
+        aca.odeint(lambda t, y: net(y), y0, [0.0, 1.0], per_sample=True,
+                   params=list(net.parameters()))
+    aca.odeint(lambda t, y: net(y), y0, [0.0, 1.0], per_sample=True, gradient="naive")
+
+
+def test_underflow_and_max_steps_name_the_problem():
+    y0 = torch.tensor([[1.0], [1.0]])
+    with pytest.raises(aca.MaxStepsExceededError, match="max_steps=3"):
+        aca.odeint(lambda t, y: -y * torch.tensor([1.0, 100.0]).view(2, 1), y0, [0.0, 5.0],
+                   per_sample=True, max_steps=3)
+    with pytest.raises((aca.StepSizeUnderflowError, aca.NonFiniteStateError)):
+        aca.odeint(lambda t, y: y**2, y0, [0.0, 2.0], per_sample=True, rtol=1e-8, atol=1e-8)
+
+
+def test_timeseries_decoder_per_sample_option():
+    """task.per_sample: the latent ODE's decoder solves each series on its own steps, so
+    a series' decoded path does not depend on its batch; refused where it cannot apply."""
+    from conftest import compose_config
+
+    from aca.errors import ConfigError
+    from aca.train.config import build_task
+
+    tiny = ["task=sines", "task.n_series=8", "task.n_times=12", "task.points_per_series=8",
+            "task.latent_dim=3", "task.rec_dims=4", "task.units=8", "task.gru_units=8",
+            "task.encoder_step=0.5", "task.per_sample=true"]
+    task = build_task(compose_config(*tiny))
+    model = task.model().double().eval()
+    train, _ = task.datasets()
+    values, mask, observed, times = (x.double() for x in train[list(range(4))][:4])
+    assert model.ode_options["per_sample"]
+    with torch.no_grad():  # the decoder's solve (the encoder's grid is the batch's union)
+        z0, _ = model.posterior(times, values * observed, observed)
+        together = aca.odeint(model.dynamics, z0, times, **model.ode_options)
+        alone = aca.odeint(model.dynamics, z0[2:3], times, **model.ode_options)
+    assert relative_error([together[:, 2]], [alone[:, 0]]) < 1e-10
+    for bad in (["task.model=ode_rnn"], ["method=adjoint"], ["solver=rk4"]):
+        with pytest.raises(ConfigError, match="per_sample"):
+            build_task(compose_config(*tiny, *bad))
