@@ -64,3 +64,18 @@ def cli_env() -> dict[str, str]:
     environment.update(PYTHONPATH=os.pathsep.join([str(TESTS_DIR), str(REPO_ROOT)]),
                        OMP_NUM_THREADS="1")
     return environment
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder every trainable task can read without a download: fake CIFAR-10/100
+    pickles and ten random Hopper trajectories."""
+    from test_cifar import write_fake_cifar10, write_fake_cifar100
+
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar10(root)
+    write_fake_cifar100(root)
+    (root / "hopper").mkdir()
+    trajectories = torch.rand(10, 200, 14, generator=torch.Generator().manual_seed(0))
+    torch.save(trajectories, root / "hopper" / "hopper_n10_T200_seed123.pt")
+    return root

@@ -12,9 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import cli_command, cli_env, compose_config
-from test_cifar import write_fake_cifar10, write_fake_cifar100
 
 from aca.train import ConfigError, run
 from aca.train.config import build_task
@@ -30,17 +28,6 @@ TASKS = ["dummy_sgd64", "vdp", "sines", "mujoco_cached", "digits", "cifar10_fake
 SWEEP = ("trainer=smoke", "solver=rk4", "solver.step_size=0.25")
 EXACT = {"dummy_sgd64": ("train_loss", "test_mse"), "vdp": ("train_loss", "test_mse", "test_mu")}
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_fake_cifar10(root)
-    write_fake_cifar100(root)
-    (root / "hopper").mkdir()
-    trajectories = torch.rand(10, 200, 14, generator=torch.Generator().manual_seed(0))
-    torch.save(trajectories, root / "hopper" / "hopper_n10_T200_seed123.pt")
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import compose_config
-from test_cifar import write_fake_cifar10, write_fake_cifar100
 
 from aca.train import run, trainer
 from aca.train.checkpoint import load
@@ -28,17 +26,6 @@ SMOKE = ("trainer=smoke", "trainer.max_epochs=null", "task.epochs=3", "trainer.c
 
 class Interrupted(Exception):
     """Stands for a killed process."""
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    write_fake_cifar10(root)
-    write_fake_cifar100(root)
-    (root / "hopper").mkdir()
-    trajectories = torch.rand(10, 200, 14, generator=torch.Generator().manual_seed(0))
-    torch.save(trajectories, root / "hopper" / "hopper_n10_T200_seed123.pt")
-    return root
 
 
 def interrupt_in_second_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
