@@ -121,14 +121,15 @@ def odeint(
     by ``aca`` and refused by ``adjoint``.
     ``safety``, ``ifactor``, ``dfactor``, ``pi_beta`` tune the step-size controller.
     ``per_sample=True``: the first dimension of ``y0`` is the batch, and each sample has
-    its own step sizes, error norm and accept/reject decisions (adaptive solvers;
-    ``aca`` or ``naive``), so a sample's solution and gradient do not depend on the
-    rest of its batch. ``t`` is ``(T,)`` (shared) or ``(B, T)`` (each sample's own
-    times, all in one direction) and ``func`` receives ``t`` as a ``(B,)`` tensor, each
-    sample's time. ``func`` must treat the samples independently: a func that mixes
-    them (batch norm, attention across the batch) makes a sample's result depend on
-    the others' steps. ``adjoint_seminorm``: the adjoint's reverse solve leaves the
-    parameter gradients out of its error norm (fewer backward steps, Kidger et al. 2021).
+    its own step sizes, error norm and accept/reject decisions (adaptive solvers), so a
+    sample's solution and gradient do not depend on the rest of its batch (the
+    per-sample adjoint's error norm leaves the parameter gradients out). ``t`` is
+    ``(T,)`` (shared) or ``(B, T)`` (each sample's own times, all in one direction) and
+    ``func`` receives ``t`` as a ``(B,)`` tensor, each sample's time. ``func`` must
+    treat the samples independently: a func that mixes them (batch norm, attention
+    across the batch) makes a sample's result depend on the others' steps.
+    ``adjoint_seminorm``: the adjoint's reverse solve leaves the parameter gradients out
+    of its error norm (fewer backward steps, Kidger et al. 2021).
     Every option but ``params`` and ``stats`` is a field of ``aca.SolveOptions``
     (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
     backward included.

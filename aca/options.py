@@ -124,9 +124,6 @@ class SolveOptions:
         if not self.interpolate:
             raise InvalidOptionError("per_sample=True reads output times off each sample's "
                                      "steps and needs interpolate=True, got interpolate=False")
-        if self.gradient == "adjoint":
-            raise InvalidOptionError("per_sample=True supports gradient='aca' or 'naive', got "
-                                     "'adjoint' (its reverse solve per sample is not built yet)")
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> SolveOptions:

@@ -4,7 +4,7 @@ B van der Pol oscillators with μ spread log-uniformly over [0.1, 5] (a learnabl
 parameter per sample), 20 outputs on [0, 10], dopri5 with rtol 1e-5 and atol 1e-6 in
 float32: forward and backward of a loss on every output, for B = 64, 256, 1024. Methods,
 interleaved within each repeat (the machine is shared; medians of interleaved runs are
-the fair comparison): aca with ``per_sample=True`` (gradient aca and naive), aca with
+the fair comparison): aca with ``per_sample=True`` (gradient aca, naive and adjoint), aca with
 one step size for the batch (aca and adjoint), and torchode's ``AutoDiffAdjoint``
 (its ``BacksolveAdjoint`` vmaps ``f`` over single samples, which a parameter with one
 entry per sample does not fit). Columns: forward+backward time, the ratio to torchode's
@@ -34,8 +34,8 @@ import aca
 from aca import provenance
 from aca.report.format import markdown_table
 
-METHODS = ("aca_per_sample", "naive_per_sample", "aca_shared", "adjoint_shared",
-           "torchode_autodiff")
+METHODS = ("aca_per_sample", "naive_per_sample", "adjoint_per_sample", "aca_shared",
+           "adjoint_shared", "torchode_autodiff")
 RTOL, ATOL, T_END, N_OUT = 1e-5, 1e-6, 10.0, 20
 
 

@@ -61,6 +61,7 @@ def mutation(name: str, bug: str, *edits: tuple[str, str, str],
 CONTROL, INTEGRATE = "aca/solvers/control.py", "aca/solvers/integrate.py"
 STEP, ODEINT = "aca/solvers/step.py", "aca/odeint.py"
 ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gradients/base.py"
+ADJOINT_SAMPLES = "aca/gradients/adjoint_samples.py"
 ACA_SAMPLES = "aca/gradients/aca_samples.py"
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
 
@@ -166,6 +167,14 @@ MUTATIONS = [
              "per_sample aca: the end time's gradient goes to the step before the landing one",
              (ACA_SAMPLES, "landing = (cp.counts == j + 1)", "landing = (cp.counts == j + 2)"),
              tests=PER_SAMPLE_TESTS),
+    mutation("per-sample-adjoint-rejected-quadrature",
+             "per_sample adjoint: rejected attempts add to the parameter gradient too",
+             (ADJOINT_SAMPLES, "weight = (-h * accept)[:, 0]", "weight = (-h)[:, 0]"),
+             tests=PER_SAMPLE_TESTS),
+    mutation("per-sample-adjoint-state-norm",
+             "per_sample adjoint: the reverse solve's error norm leaves the adjoint out",
+             (ADJOINT_SAMPLES, "torch.maximum(sample_rms_norm(z[:, 0]), sample_rms_norm(z[:, 1]))",
+              "sample_rms_norm(z[:, 0])"), tests=PER_SAMPLE_TESTS),
     mutation("cli-hides-bugs", "aca-run prints any exception as one line, hiding real bugs",
              (CLI, "OverrideParseException, AcaError)):", "OverrideParseException, Exception)):"),
              tests=CLI_TESTS),

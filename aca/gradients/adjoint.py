@@ -106,5 +106,8 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def adjoint_solve(problem: Problem, y0: Tensor) -> Tensor:
+    if problem.per_sample:
+        from aca.gradients.adjoint_samples import adjoint_per_sample  # it builds on this module
+        return adjoint_per_sample(problem, y0)
     return _Adjoint.apply(problem, y0, problem.t if problem.t_requires_grad else None,
                           *problem.params)

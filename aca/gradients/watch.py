@@ -73,7 +73,7 @@ class Watched:
             self.start = before
             drawn = self.generators.moved(before)
             if drawn and self.random_policy == "refuse":
-                raise unreplayable_random(adjoint=True, per_sample=self.problem.per_sample)
+                raise self.refused()
             if drawn:
                 self.log = RandomLog(drawn, {g: before[g] for g in drawn.generators})
         return out
@@ -94,24 +94,29 @@ class Watched:
             return RandomStates([])
         others = self.generators.without(self.replayed or RandomStates([]))
         if others.moved(self.start):
-            raise unreplayable_random(self.random_policy == "refuse", self.problem.per_sample)
+            raise self.refused()
         return others
+
+    def refused(self) -> RandomStateError:
+        """The error for random numbers this problem's gradient cannot replay."""
+        return unreplayable_random(self.problem.options.gradient == "adjoint",
+                                   self.problem.per_sample)
 
 
 def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateError:
     """func drew random numbers the gradient cannot replay: any, for the adjoint and
     per-sample ACA; for ACA, ones not drawn at its first evaluation (or drawn only in
     backward)."""
+    if adjoint:
+        return RandomStateError(
+            "func draws random numbers (dropout?): the adjoint's reverse solve cannot "
+            "replay them, so its gradient would be wrong; use gradient="
+            + ("'naive'" if per_sample else "'aca' or 'naive'") + ", or call model.eval()")
     if per_sample:
         return RandomStateError(
             "func draws random numbers (dropout?): per-sample aca rebuilds the steps in other "
             "batches than the forward solve took them, so it cannot replay them and its "
             "gradient would be wrong; use gradient='naive', per_sample=False or model.eval()")
-    if adjoint:
-        return RandomStateError(
-            "func draws random numbers (dropout?): the adjoint's reverse solve cannot "
-            "replay them, so its gradient would be wrong; use gradient='aca' or 'naive', "
-            "or call model.eval()")
     return RandomStateError(
         "func drew random numbers that aca could not replay (not at its first evaluation, or "
         "only in backward); aca replays random numbers that func draws at every evaluation "

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from aca.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
 from aca.solvers.control import AdaptiveSteps, ConstantSteps, PerSampleSteps, column_shape
-from aca.solvers.step import Func, Scalar, dense_output, rk_step
+from aca.solvers.step import Func, Scalar, Step, dense_output, rk_step
 from aca.solvers.tableau import ButcherTableau
 
 
@@ -241,6 +241,7 @@ def integrate_per_sample(
     controller: PerSampleSteps,
     max_steps: int,
     checkpoints: SampleCheckpoints | None = None,
+    on_attempt: Callable[[Tensor, Tensor, Tensor, Step, Tensor], None] | None = None,
 ) -> tuple[list[Tensor], Counts]:
     """Solve each sample (row of ``y0``) with its own steps from ``times[b, 0]`` and
     return the states at every time of ``times`` (``(B, T)``), as ``integrate``
@@ -250,7 +251,9 @@ def integrate_per_sample(
     Every attempt is one batched step of all samples, each with its own ``t`` and
     ``h`` (``(B, 1, ..., 1)`` tensors; ``func`` gets the stage times of the samples);
     arrived samples take steps of size 0. One host sync per attempt. The counts
-    include each sample's (``Counts.per_sample``).
+    include each sample's (``Counts.per_sample``). ``on_attempt(t, y, h, step, accept)``,
+    if given, sees every attempt with the samples it accepts (the per-sample adjoint's
+    parameter quadrature).
     """
     column = column_shape(y0)
     t, end = times[:, 0].view(column), times[:, -1].view(column)
@@ -295,6 +298,8 @@ def integrate_per_sample(
             inside = inside.index_put((ks, rows), values)
         if checkpoints is not None:
             checkpoints.add(attempt, accept, t, h, y, per_sample[0], holds)
+        if on_attempt is not None:
+            on_attempt(t, y, h, step, accept)
         per_sample[0] += accept.view(-1)
         per_sample[1] += rejected.view(-1)
         per_sample[2] += active.view(-1) * step.nfe
