@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from aca.errors import ConfigError
 from aca.report import cli, drift, paper, plan, render
 from aca.report.records import STALE_NOTE, check, current_code, find_records
 
@@ -207,6 +208,29 @@ def test_dry_run_prints_the_aca_run_commands() -> None:
     smoke = [step.shell() for step in plan.plan("toy", "smoke")]
     assert smoke[0] == ("aca-run +experiment=toy hydra.run.dir=outputs/smoke/toy task.T_num=3 "
                         "'task.solvers=[dopri5]' 'task.tolerances=[1e-3]'")
+
+
+def test_run_refuses_finished_runs_it_would_only_resume(tmp_path, monkeypatch) -> None:
+    """A finished run's last.pt in a run folder would be resumed (nothing trained, the old
+    result restamped): refused, or with --fresh deleted; an interrupted run (no
+    result.json yet) and the paper-scale records below a CPU-scale target are left alone."""
+    runs = tmp_path / "digits" / "runs" / "methods"
+    for name, finished in [("done", True), ("interrupted", False)]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "last.pt").write_bytes(b"")
+        if finished:
+            (runs / name / "result.json").write_text("{}")
+    paper = tmp_path / "digits" / "paper" / "runs" / "done"
+    paper.mkdir(parents=True)
+    (paper / "last.pt").write_bytes(b"")
+    (paper / "result.json").write_text("{}")
+    monkeypatch.setattr(plan, "REPO_ROOT", Path("/"))
+    monkeypatch.setattr(plan, "plan", lambda *args: [])
+    with pytest.raises(ConfigError, match=r"1 finished run\(s\) .*done/last.pt.*--fresh"):
+        plan.run_target("digits", "cpu", str(tmp_path))
+    assert plan.run_target("digits", "cpu", str(tmp_path), fresh=True) == 0
+    assert not (runs / "done" / "last.pt").exists()
+    assert (runs / "interrupted" / "last.pt").exists() and (paper / "last.pt").exists()
 
 
 @pytest.mark.parametrize(("argv", "message"), [

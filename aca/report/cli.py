@@ -1,6 +1,7 @@
 """Reproduce the paper's tables and figures: one command per target, one to render them all.
 
-    python scripts/reproduce.py run TARGET [--scale smoke|cpu|paper] [--dry-run] [--root DIR]
+    python scripts/reproduce.py run TARGET [--scale smoke|cpu|paper] [--dry-run] [--fresh]
+                                    [--root DIR]
     python scripts/reproduce.py render [--root DIR]
     python scripts/reproduce.py list
     python scripts/reproduce.py check [--strict]
@@ -10,7 +11,10 @@
 ``run`` executes the commands of one paper table or figure (``aca-run`` into run folders,
 then ``summarize``, from the repository root) with their records under
 ``<root>/<target>/`` (``.../paper/`` at paper scale) and writes the commands, their exit
-status and wall time to ``REPRODUCE.txt`` there. ``smoke`` runs the same commands a few
+status and wall time to ``REPRODUCE.txt`` there. A finished run left in a run folder
+(its ``last.pt`` beside its ``result.json``) would be resumed and train nothing, so it is
+refused; ``--fresh`` deletes those checkpoints first (interrupted runs still resume).
+``smoke`` runs the same commands a few
 batches long into ``outputs/smoke`` (to check the pipeline), ``cpu`` the committed CPU-scale
 settings into ``results/``, ``paper`` the paper's settings (a GPU and the real data sets).
 
@@ -49,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="records go to ROOT/<target> (default: results, "
                                  "outputs/smoke at smoke scale)")
     run_parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    run_parser.add_argument("--fresh", action="store_true",
+                            help="delete the checkpoints of finished runs in the run folders "
+                                 "first (otherwise they are refused: aca-run would resume them)")
     render_parser = commands.add_parser("render", help="render every table from the records")
     render_parser.add_argument("--root", type=Path, default=REPO_ROOT / "results")
     commands.add_parser("list", help="the targets and their scales")
@@ -100,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            return run_target(args.target, args.scale, args.root, args.dry_run)
+            return run_target(args.target, args.scale, args.root, args.dry_run, args.fresh)
         if args.command == "check":
             return check(args.root.resolve(), args.strict)
         if args.command == "drift":

@@ -265,14 +265,35 @@ def _executable(step: Step) -> list[str]:
     return [found, *args] if found else [sys.executable, "-m", "aca.cli", *args]
 
 
-def run_target(target: str, scale: str, root: str | None = None, dry_run: bool = False) -> int:
+def finished_runs(out: Path, scale: str) -> list[Path]:
+    """The ``last.pt`` of finished runs (beside their ``result.json``) under ``out`` (not
+    its ``paper/`` records below a smaller scale): ``aca-run`` would resume them, train
+    nothing and stamp the old result with the current code. Interrupted runs (no
+    ``result.json`` yet) are left to resume."""
+    paper = out / "paper"
+    return sorted(path for path in out.rglob("last.pt")
+                  if (path.parent / "result.json").is_file()
+                  and (scale == "paper" or paper not in path.parents))
+
+
+def run_target(target: str, scale: str, root: str | None = None, dry_run: bool = False,
+               fresh: bool = False) -> int:
     """Run (or print) a target's commands in order; stop at the first failure. Each
-    command, its exit status and wall time go to ``REPRODUCE.txt`` beside the records."""
+    command, its exit status and wall time go to ``REPRODUCE.txt`` beside the records.
+    Finished runs left in the run folders are refused, or with ``fresh`` their
+    checkpoints removed so that they train again."""
     steps = plan(target, scale, root)
     out = REPO_ROOT / output_dir(target, scale, root or DEFAULT_ROOTS[scale])
     if dry_run:
         print("\n".join(step.shell() for step in steps))
         return 0
+    finished = finished_runs(out, scale)
+    if finished and not fresh:
+        raise ConfigError(f"{len(finished)} finished run(s) under {out} keep their last.pt "
+                          f"(e.g. {finished[0]}): aca-run would resume them and train nothing; "
+                          "pass --fresh to delete those checkpoints and train them again")
+    for path in finished:
+        path.unlink()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "REPRODUCE.txt"
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
