@@ -119,6 +119,22 @@ def test_one_sample_adjoint_takes_the_shared_adjoints_reverse_steps():
     assert relative_error([got[0], *got[1]], [want[0], *want[1]]) < 1e-10
 
 
+@pytest.mark.parametrize("gradient", ["aca", "adjoint"])
+def test_unseen_tensors_and_higher_order_adjoint_are_refused(gradient):
+    """The per-sample paths keep the contract: a closure over a tensor that requires grad
+    is refused (its gradient would silently be missing), and so is create_graph through
+    the adjoint."""
+    mu, y0, times = batch()
+    w = torch.tensor(0.3, requires_grad=True)
+    with pytest.raises(aca.UnseenTensorError, match="params="):
+        aca.odeint(lambda t, y: -w * y, y0, times, per_sample=True, gradient=gradient)
+    if gradient == "adjoint":
+        x0 = y0.clone().requires_grad_()
+        ys = aca.odeint(Oscillators(mu), x0, times, per_sample=True, gradient=gradient, **TOL)
+        with pytest.raises(aca.ODEError, match="create_graph"):
+            torch.autograd.grad(ys.sum(), x0, create_graph=True)
+
+
 @pytest.mark.parametrize("shared_times", [True, False])
 def test_adjoint_converges_to_aca(shared_times):
     """The reverse solve does not retrace the forward one: the per-sample adjoint's
