@@ -117,10 +117,6 @@ class SolveOptions:
             self._check_per_sample()
 
     def _check_per_sample(self) -> None:
-        if self.step_size is not None:
-            raise InvalidOptionError(
-                f"per_sample=True needs adaptive steps, got step_size={self.step_size!r}: a fixed "
-                "grid takes the same steps for every sample (use per_sample=False)")
         if not self.interpolate:
             raise InvalidOptionError("per_sample=True reads output times off each sample's "
                                      "steps and needs interpolate=True, got interpolate=False")

@@ -86,6 +86,45 @@ def test_a_sample_in_any_batch_equals_the_sample_alone(gradient, shared_times, s
     assert relative_error([grads[2], grads[3]], [w_grad, t_grad]) < 1e-10
 
 
+GRIDS = [  # non-FSAL adaptive (the first stage is evaluated again after a step), fixed grids
+    {"solver": "heun_euler", "rtol": 1e-5, "atol": 1e-7},
+    {"solver": "euler", "step_size": 0.05},
+    {"solver": "rk4", "step_size": 0.1},
+    {"solver": "dopri5", "step_size": 0.15},
+]
+
+
+@pytest.mark.parametrize("options", GRIDS, ids=lambda o: "-".join(map(str, o.values())))
+@pytest.mark.parametrize("gradient", ["aca", "naive", "adjoint"])
+def test_other_solvers_and_fixed_grids_per_sample(gradient, options):
+    """Every solver per sample: a sample in a batch equals the sample alone (each walks
+    its own grid ``t_b0 + j·step_size``, the last step landing on its last time), and a
+    batch of one equals the shared-step solver, steps and gradients."""
+    mu, y0, times = batch()
+    ys, grads, stats = solve(mu, y0, times, gradient, per_sample=True, **options)
+    for b in (0, 3):
+        ys_b, grads_b, stats_b = solve(mu[b:b + 1], y0[b:b + 1], times[b:b + 1], gradient,
+                                       per_sample=True, **options)
+        assert relative_error([ys[:, b], grads[0][b], grads[1][b], grads[3][b]],
+                              [ys_b[:, 0], grads_b[0][0], grads_b[1][0], grads_b[3][0]]) < 1e-10
+        assert stats.per_sample[0]["accepted"][b] == stats_b.accepted
+        seminorm = {"adjoint_seminorm": gradient == "adjoint"}  # the per-sample reverse norm
+        shared = solve(mu[b:b + 1], y0[b:b + 1], times[b], gradient, **options, **seminorm)
+        assert relative_error([ys_b[:, 0], *grads_b[:3], grads_b[3][0]],
+                              [shared[0][:, 0], *shared[1]]) < 1e-10
+        assert (stats_b.accepted, stats_b.rejected) == (shared[2].accepted, shared[2].rejected)
+    if "step_size" in options:  # each sample's own grid: the count follows its span
+        spans = (times[:, -1] - times[:, 0]) / options["step_size"]
+        assert stats.per_sample[0]["accepted"] == torch.ceil(spans - 1e-9).long().tolist()
+
+
+def test_a_fixed_grid_refuses_a_non_finite_state():
+    y0 = torch.tensor([[1.0], [2.0]])
+    with pytest.raises(aca.NonFiniteStateError, match="non-finite"):
+        aca.odeint(lambda t, y: y**3, y0, [0.0, 2.0], solver="rk4", step_size=0.5,
+                   per_sample=True)
+
+
 def test_shared_steps_make_a_sample_depend_on_its_batch():
     """Why per_sample exists: with one step size for the batch, a calm sample's result
     moves with a stiff neighbour (by the solver's error, not round-off)."""
@@ -266,8 +305,6 @@ def test_evaluation_mode_and_odeblock():
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"solver": "rk4", "step_size": 0.1}, "adaptive steps"),
-    ({"step_size": 0.1}, "adaptive steps"),
     ({"interpolate": False}, "interpolate=True"),
     ({"per_sample": 1}, "True or False"),
 ])
@@ -313,9 +350,11 @@ def test_underflow_and_max_steps_name_the_problem():
         aca.odeint(lambda t, y: y**2, y0, [0.0, 2.0], per_sample=True, rtol=1e-8, atol=1e-8)
 
 
-def test_timeseries_decoder_per_sample_option():
-    """task.per_sample: the latent ODE's decoder solves each series on its own steps, so
-    a series' decoded path does not depend on its batch; refused where it cannot apply."""
+@pytest.mark.parametrize("gradient", ["aca", "adjoint"])
+def test_timeseries_per_sample_option(gradient):
+    """task.per_sample: a series' prediction and its loss's gradient depend on its own data
+    alone (per-sample encoder and decoder, the whole time grid): in a batch they equal the
+    series alone; refused where it cannot apply."""
     from conftest import compose_config
 
     from aca.errors import ConfigError
@@ -323,18 +362,25 @@ def test_timeseries_decoder_per_sample_option():
 
     tiny = ["task=sines", "task.n_series=8", "task.n_times=12", "task.points_per_series=8",
             "task.latent_dim=3", "task.rec_dims=4", "task.units=8", "task.gru_units=8",
-            "task.encoder_step=0.5", "task.per_sample=true"]
+            "task.encoder_step=0.5", "task.per_sample=true", f"method={gradient}"]
     task = build_task(compose_config(*tiny))
     model = task.model().double().eval()
+    assert model.ode_options["per_sample"] and model.encoder.ode_options["per_sample"]
     train, _ = task.datasets()
-    values, mask, observed, times = (x.double() for x in train[list(range(4))][:4])
-    assert model.ode_options["per_sample"]
-    with torch.no_grad():  # the decoder's solve (the encoder's grid is the batch's union)
-        z0, _ = model.posterior(times, values * observed, observed)
-        together = aca.odeint(model.dynamics, z0, times, **model.ode_options)
-        alone = aca.odeint(model.dynamics, z0[2:3], times, **model.ode_options)
-    assert relative_error([together[:, 2]], [alone[:, 0]]) < 1e-10
-    build_task(compose_config(*tiny, "method=adjoint"))  # the per-sample adjoint
-    for bad in (["task.model=ode_rnn"], ["solver=rk4"]):
-        with pytest.raises(ConfigError, match="per_sample"):
-            build_task(compose_config(*tiny, *bad))
+    batch = task.prepare_batch(train[list(range(4))], train=False)
+    values, times = batch.values.double(), batch.times.double()
+    observed = batch.observed.double()
+    assert len(times) == 12  # the whole grid, not the batch's union
+
+    def predict(rows):
+        model.zero_grad()
+        predictions, _ = model(times, values[rows] * observed[rows], observed[rows])
+        (predictions**2).sum().backward()
+        return predictions.detach(), [p.grad.clone() for p in model.parameters()]
+
+    together, grads = predict([0, 1, 2, 3])
+    alone = [predict([b]) for b in range(4)]
+    assert relative_error([together[b] for b in range(4)], [a[0][0] for a in alone]) < 1e-10
+    assert relative_error(grads, [sum(g) for g in zip(*(a[1] for a in alone))]) < 1e-10
+    with pytest.raises(ConfigError, match="per_sample"):
+        build_task(compose_config(*tiny, "task.model=ode_rnn"))

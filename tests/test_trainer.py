@@ -73,6 +73,10 @@ def test_interrupted_run_resumes_to_the_same_result(dummy_config, tmp_path) -> N
                     tmp_path / "continued")  # a new run dir, started from the old run's state
     continued_rows = list(csv.DictReader(open(tmp_path / "continued" / "metrics.csv")))
     assert continued["final"]["epoch"] == 5 and continued_rows[:4] == rows
+    written = (tmp_path / "split" / "result.json").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="finished run"):  # nothing to train: no restamping
+        run(dummy_config(*epochs), tmp_path / "split")
+    assert (tmp_path / "split" / "result.json").stat().st_mtime_ns == written
     restart = run(dummy_config("trainer.resume=false", "task.epochs=1"), tmp_path / "split")
     assert restart["final"]["epoch"] == 1  # resume=false starts over
 

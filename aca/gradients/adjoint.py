@@ -33,7 +33,17 @@ def _mixed_norm(sizes: list[int], seminorm: bool = False):
     return norm
 
 
+def refuse_create_graph() -> None:
+    """The reverse solve is not differentiable: refuse ``create_graph=True``."""
+    if torch.is_grad_enabled():
+        raise ODEError("higher-order gradients (create_graph=True) are not supported with "
+                       "gradient='adjoint'; use gradient='aca' or 'naive'")
+
+
 class _Adjoint(torch.autograd.Function):
+    """Forward: solve without a graph and keep the outputs (the per-sample adjoint
+    shares it); backward: the adjoint ODE backwards, output interval by interval."""
+
     @staticmethod
     def forward(ctx, problem: Problem, y0: Tensor, t: Tensor | None, *params: Tensor) -> Tensor:
         func = Watched(problem, y0, unseen=True, random="refuse")
@@ -46,9 +56,7 @@ class _Adjoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise ODEError("higher-order gradients (create_graph=True) are not supported with "
-                           "gradient='adjoint'; use gradient='aca' or 'naive'")
+        refuse_create_graph()
         problem = ctx.problem
         ys, *params = ctx.saved_tensors
         shape, n = ys.shape[1:], ys[0].numel()

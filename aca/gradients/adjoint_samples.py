@@ -23,10 +23,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from aca.errors import ODEError
+from aca.gradients.adjoint import _Adjoint, refuse_create_graph
 from aca.gradients.base import Problem, accumulate, preserved_buffers
-from aca.gradients.watch import Watched, unreplayable_random
-from aca.solvers import PerSampleSteps, integrate_per_sample
+from aca.gradients.watch import unreplayable_random
+from aca.solvers import integrate_per_sample
 from aca.solvers.control import column_shape, sample_rms_norm
 from aca.solvers.step import Step, advance
 
@@ -77,23 +77,11 @@ class _ReverseSolve:
                            torch.autograd.grad(total, self.params, allow_unused=True))
 
 
-class _SampleAdjoint(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, problem: Problem, y0: Tensor, t: Tensor | None, *params: Tensor) -> Tensor:
-        func = Watched(problem, y0, unseen=True, random="refuse")
-        outputs, counts = problem.solve(y0, func=func)
-        problem.report_forward(counts)
-        ys = torch.stack(outputs)
-        ctx.problem, ctx.generators = problem, func.unreplayed()
-        ctx.save_for_backward(ys, *params)  # params too: in-place edits are noticed
-        return ys
-
+class _SampleAdjoint(_Adjoint):
     @staticmethod
     def backward(ctx, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
-        if torch.is_grad_enabled():
-            raise ODEError("higher-order gradients (create_graph=True) are not supported with "
-                           "gradient='adjoint'; use gradient='aca' or 'naive'")
-        problem, options = ctx.problem, ctx.problem.options
+        refuse_create_graph()
+        problem = ctx.problem
         ys, *params = ctx.saved_tensors
         # the augmented state in at least float32 (as the shared adjoint)
         dtype = torch.promote_types(ys.dtype, torch.float32)
@@ -108,13 +96,11 @@ class _SampleAdjoint(torch.autograd.Function):
                 if want_t:
                     t_grad[:, k] = _dots(grad_ys[k], _rhs_at(problem, times[:, k], ys[k]))
                     reverse.nfe += 1
-                controller = PerSampleSteps(options.rtol, options.atol, problem.tableau.order,
-                                            norm=_state_and_adjoint_norm,
-                                            **options.controller_settings)
                 z = torch.stack([ys[k].to(dtype), adjoint], dim=1)
                 outputs, _ = integrate_per_sample(
-                    reverse.dynamics, z, times[:, [k, k - 1]], problem.tableau, controller,
-                    options.max_steps, on_attempt=reverse.quadrature)
+                    reverse.dynamics, z, times[:, [k, k - 1]], problem.tableau,
+                    problem.sample_controller(_state_and_adjoint_norm), problem.options.max_steps,
+                    on_attempt=reverse.quadrature)
                 adjoint = outputs[-1][:, 1]
                 if want_t and k == 1:
                     t_grad[:, 0] = -_dots(adjoint, _rhs_at(problem, times[:, 0], ys[0]))

@@ -15,13 +15,14 @@ from aca.solvers import (
     Checkpoints,
     ConstantSteps,
     Counts,
+    PerSampleConstantSteps,
     PerSampleSteps,
     SampleCheckpoints,
     integrate,
     integrate_per_sample,
     rms_norm,
 )
-from aca.solvers.control import Norm
+from aca.solvers.control import Norm, sample_rms_norm
 from aca.solvers.step import Func, Scalar
 from aca.stats import StatsSinks
 
@@ -100,11 +101,18 @@ class Problem:
         times = self.sample_times
         if differentiable and self.t_requires_grad:
             times = self.t.to(y0).expand_as(times)
+        return integrate_per_sample(func or self.rhs, y0, times, self.tableau,
+                                    self.sample_controller(), self.options.max_steps,
+                                    checkpoints=checkpoints)
+
+    def sample_controller(self, norm: Norm = sample_rms_norm
+                          ) -> PerSampleSteps | PerSampleConstantSteps:
+        """Each sample's own grid (``step_size``) or adaptive steps (under ``norm``)."""
+        if self.step_size is not None:
+            return PerSampleConstantSteps(self.step_size)
         options = self.options
-        controller = PerSampleSteps(options.rtol, options.atol, self.tableau.order,
-                                    **options.controller_settings)
-        return integrate_per_sample(func or self.rhs, y0, times, self.tableau, controller,
-                                    options.max_steps, checkpoints=checkpoints)
+        return PerSampleSteps(options.rtol, options.atol, self.tableau.order, norm=norm,
+                              **options.controller_settings)
 
     def report_forward(self, counts: Counts) -> None:
         if counts.per_sample is None:

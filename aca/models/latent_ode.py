@@ -16,7 +16,8 @@ from aca.models.ode_rnn import ODERNN, ODEFunc
 
 class LatentODE(nn.Module):
     """``ode_options`` drive the decoder's solve (the method under study);
-    ``encoder_options`` the recognition ODE-RNN (fixed-step euler in the paper)."""
+    ``encoder_options`` the recognition ODE-RNN (fixed-step euler in the paper). With
+    ``per_sample=True`` in both, a series' prediction depends on its own data alone."""
 
     def __init__(
         self,
@@ -43,11 +44,16 @@ class LatentODE(nn.Module):
         self, times: torch.Tensor, values: torch.Tensor, observed_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of q(z0 | observations), each ``(B, latent)``.
-        The recognition network only visits times at which some series is observed."""
-        seen = observed_mask.amax(dim=(0, 2)) > 0
-        _, state = self.encoder(
-            times[seen], values[:, seen], observed_mask[:, seen], backwards=True
-        )
+        The recognition network only visits times at which some series is observed;
+        with a per-sample encoder (``encoder_options["per_sample"]``) each series only
+        its own, and its state is carried back to ``times[0]``, where z0 is."""
+        if self.encoder.ode_options.get("per_sample", False):
+            state = self.encoder.encode_per_sample(times, values, observed_mask, times[0])
+        else:
+            seen = observed_mask.amax(dim=(0, 2)) > 0
+            _, state = self.encoder(
+                times[seen], values[:, seen], observed_mask[:, seen], backwards=True
+            )
         mean, raw_std = self.to_posterior(state).chunk(2, dim=-1)
         return mean, F.softplus(raw_std) + 1e-6
 

@@ -106,6 +106,44 @@ class ODERNN(nn.Module):
             previous = index
         return torch.stack(before_update, dim=1), hidden
 
+    def encode_per_sample(self, times: torch.Tensor, values: torch.Tensor,
+                          observed_mask: torch.Tensor, until: torch.Tensor) -> torch.Tensor:
+        """The state ``(B, H)`` at time ``until`` (at most the first time) after reading
+        each series backwards over its own observation times only, each evolution a
+        per-sample solve (``ode_options`` with ``per_sample=True``): a series' state
+        depends on its own observations alone, not on the times the others in its batch
+        were observed at (``forward`` stops at the batch's union of times, and a fixed
+        grid restarts at each of them)."""
+        batch, n_times, _ = values.shape
+        seen = observed_mask.amax(dim=-1) > 0
+        counts = seen.sum(dim=1)
+        positions = torch.arange(n_times, device=values.device).expand(batch, -1)
+        # each series' observation indices, last first (then -1s)
+        order = torch.where(seen, positions, -1).sort(dim=1, descending=True).values
+        rows = torch.arange(batch, device=values.device)
+        hidden = values.new_zeros(batch, self.hidden_dim)
+        at = times[order[:, 0].clamp_min(0)]  # each series' time, its last observation first
+        for rank in range(int(counts.max())):
+            index = order[:, rank].clamp_min(0)
+            reading = rank < counts
+            hidden = self._evolve(hidden, at, times[index], reading & (rank > 0))
+            at = torch.where(reading, times[index], at)
+            mask = observed_mask[rows, index]
+            observation = torch.cat([values[rows, index] * mask, mask], dim=-1)
+            hidden = torch.where(reading.unsqueeze(1), self.update(hidden, observation), hidden)
+        return self._evolve(hidden, at, until.expand(batch), at > until)
+
+    def _evolve(self, hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
+                moving: torch.Tensor) -> torch.Tensor:
+        """The states of the ``moving`` series solved from ``start`` to ``end`` (each its
+        own span), the others as they are."""
+        chosen = moving.nonzero().squeeze(1)
+        if not len(chosen):
+            return hidden
+        spans = torch.stack([start[chosen], end[chosen]], dim=1).to(hidden.dtype)
+        solved = aca.odeint(self.dynamics, hidden[chosen], spans, **self.ode_options)[-1]
+        return hidden.index_put((chosen,), solved)
+
 
 class ODERNNModel(nn.Module):
     """ODE-RNN as a model of its own: the value at each time is decoded from the

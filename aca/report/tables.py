@@ -334,6 +334,39 @@ def timeseries_tables(records: Records, name: str, title: str) -> list[Table]:
                    "adjoint."])]
 
 
+def per_sample_tables(records: Records) -> list[Table]:
+    """The Latent ODE on the sines with ``task.per_sample=true`` beside the same runs with
+    one step size per batch (the sines table's): test MSE, evaluations per iteration and
+    training time, means over seeds."""
+    runs = {}
+    for mode, rel in (("shared", "sines/table.csv"), ("per_sample", "sines/per_sample/table.csv")):
+        for row in records.csv(rel, "sines") or []:
+            if row.get("model") == "latent_ode":
+                key = (mode, _fraction(row.get("observed_fraction")), row.get("method"))
+                runs.setdefault(key, []).append(row)
+
+    def mean(mode: str, fraction: str, method: str, column: str, scale: float = 1.0) -> str:
+        chosen = runs.get((mode, fraction, method), [])
+        values = [float(row[column]) for row in chosen if row.get(column)]
+        return cell(statistics.fmean(values) if values else None, scale,
+                    stale=records.stale(*chosen))
+
+    columns = (("test_mse", 100.0), ("nfe_forward_per_iter", 1.0),
+               ("nfe_backward_per_iter", 1.0), ("train_time_s", 1.0))
+    rows = [[f"{float(fraction):.0%}", method,
+             *(mean(mode, fraction, method, column, scale)
+               for column, scale in columns for mode in ("shared", "per_sample"))]
+            for fraction in ("0.1", "0.2", "0.5") for method in METHODS]
+    return [Table("sines_per_sample", "Irregular sines, Latent ODE: one step size per batch "
+                  "vs task.per_sample=true (mean over seeds)",
+                  ["observed", "method", "test MSE ×1e-2 shared", "per-sample",
+                   "NFE fwd/iter shared", "per-sample", "NFE bwd/iter shared", "per-sample",
+                   "train time (s) shared", "per-sample"], rows,
+                  ["per-sample: every series its own steps in the encoder (its own observation "
+                   "times) and the decoder, on the whole time grid; a series' prediction does "
+                   "not depend on its batch. NFE counts batched evaluations."])]
+
+
 def _fraction(text: str | None) -> str | None:
     return None if text in (None, "") else format(float(text), "g")
 
@@ -375,6 +408,7 @@ def all_tables(records: Records) -> list[Table]:
               *cifar_tables(records, "digits", "(CIFAR-10) "),
               *timeseries_tables(records, "mujoco", "Mujoco Hopper"),
               *timeseries_tables(records, "sines", "Irregular sines"),
+              *per_sample_tables(records),
               *three_body_tables(records), *bench_tables(records)]
     for table in tables:
         if any(str(value).endswith(STALE_MARK) for row in table.rows for value in row):

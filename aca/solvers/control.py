@@ -296,3 +296,42 @@ class PerSampleSteps(AdaptiveSteps):
     def underflowed(self, rejected: Tensor) -> Tensor:
         """Rejected samples whose step size fell below what floating point resolves."""
         return rejected & (self.h.detach().abs() < self.smallest)
+
+
+class PerSampleConstantSteps:
+    """``ConstantSteps`` for ``per_sample=True``: each sample walks its own grid
+    ``t_b0 + j·step_size`` from its first time, the last step landing on its last time,
+    so a sample takes the steps it would take alone. Every step is accepted (the state
+    must stay finite); arrived samples take steps of size 0."""
+
+    adaptive = False
+
+    def __init__(self, step_size: float) -> None:
+        self.step_size = step_size
+
+    def start(self, func: Func, t0: Tensor, end: Tensor, y: Tensor) -> tuple[None, int]:
+        """Lay out each sample's grid; no evaluation."""
+        self.origin, self.taken = t0, torch.zeros_like(t0.detach())
+        self.signed_step = torch.sign(end.detach() - t0.detach()) * self.step_size
+        self.n_steps = torch.clamp_min(torch.ceil(
+            (end.detach() - t0.detach()).abs() / self.step_size - 1e-9), 1.0)
+        return None, 0
+
+    def propose(self, t: Tensor, end: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The next grid point of each sample (its last time for the last step)."""
+        landing = self.taken >= self.n_steps - 1
+        t_next = torch.where(landing, end, self.origin + (self.taken + 1) * self.signed_step)
+        return t_next - t, t_next, landing
+
+    def judge(self, y: Tensor, step: Step, h: Tensor, landing: Tensor,
+              active: Tensor) -> tuple[Tensor, Tensor]:
+        """Accept every active sample whose new state is finite."""
+        finite = torch.isfinite(step.y).reshape(len(y), -1).all(1).view(active.shape)
+        accept = active & finite
+        self.taken = self.taken + accept
+        return accept, finite
+
+    def underflowed(self, rejected: Tensor) -> Tensor:
+        """A fixed step is rejected only when the state became non-finite: fatal."""
+        return rejected
+

@@ -19,7 +19,13 @@ import torch
 from torch import Tensor
 
 from aca.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from aca.solvers.control import AdaptiveSteps, ConstantSteps, PerSampleSteps, column_shape
+from aca.solvers.control import (
+    AdaptiveSteps,
+    ConstantSteps,
+    PerSampleConstantSteps,
+    PerSampleSteps,
+    column_shape,
+)
 from aca.solvers.step import Func, Scalar, Step, dense_output, rk_step
 from aca.solvers.tableau import ButcherTableau
 
@@ -238,7 +244,7 @@ def integrate_per_sample(
     y0: Tensor,
     times: Tensor,
     tableau: ButcherTableau,
-    controller: PerSampleSteps,
+    controller: PerSampleSteps | PerSampleConstantSteps,
     max_steps: int,
     checkpoints: SampleCheckpoints | None = None,
     on_attempt: Callable[[Tensor, Tensor, Tensor, Step, Tensor], None] | None = None,
@@ -270,10 +276,12 @@ def integrate_per_sample(
     for attempt in range(max_steps + 1):
         if attempt == max_steps:
             raise MaxStepsExceededError(
-                f"adaptive solve took max_steps={max_steps} steps and some samples have not "
+                f"{'adaptive' if controller.adaptive else 'fixed-step'} solve took "
+                f"max_steps={max_steps} steps and some samples have not "
                 f"reached their last time; raise max_steps or loosen rtol/atol")
         h, t_next, landing = controller.propose(t, end)
-        step = rk_step(func, t, y, h, tableau, k1=k1, t_next=t_next, with_error=True, dense=True)
+        step = rk_step(func, t, y, h, tableau, k1=k1, t_next=t_next,
+                       with_error=controller.adaptive, dense=True)
         counts.nfe += step.nfe
         active = ~done
         accept, finite = controller.judge(y, step, h, landing, active)
@@ -286,12 +294,13 @@ def integrate_per_sample(
                              (underflow & ~finite).any()])
         held, finished, small, non_finite = flags.tolist()
         if small:
-            raise (NonFiniteStateError if non_finite else StepSizeUnderflowError)(
-                "the step size of some sample underflowed near t="
-                f"{float(t.detach()[underflow][0]):g}: " + (
-                    "its state or derivative is non-finite (nan/inf)" if non_finite else
-                    "the problem may be stiff or singular there; loosen rtol/atol or use "
-                    "another solver"))
+            near = float(t.detach()[underflow][0])
+            if non_finite:
+                raise NonFiniteStateError(f"the state or derivative of some sample became "
+                                          f"non-finite (nan/inf) near t={near:g}")
+            raise StepSizeUnderflowError(
+                f"the step size of some sample underflowed near t={near:g}: the problem may "
+                "be stiff or singular there; loosen rtol/atol or use another solver")
         if held:
             rows, ks = holds.nonzero().unbind(1)
             values = interpolate_rows(y, t, h, step.stages, tableau, rows, between[rows, ks])
@@ -305,7 +314,11 @@ def integrate_per_sample(
         per_sample[2] += active.view(-1) * step.nfe
         y = torch.where(accept, step.y, y)
         t = torch.where(accept, t_next, t)
-        k1 = torch.where(accept, step.k_last, k1)
+        # FSAL: the next first stage is k_last; otherwise evaluated again by the next step
+        if step.k_last is None or k1 is None:
+            k1 = step.k_last
+        else:
+            k1 = torch.where(accept, step.k_last, k1)
         done = done | accept & landing
         if finished:
             break

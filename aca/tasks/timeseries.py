@@ -14,8 +14,11 @@ The training loss is the Gaussian negative log-likelihood (noise ``task.obs_std`
 in standardized units) of all existing points plus an annealed KL term (Latent
 ODE); the test metric ``mse`` is the mean squared error, in the data's units
 (Hopper: min-max scaled), over all existing points, observed and unobserved.
-``task.per_sample=true`` (latent ODE) gives each series its own step sizes in the
-decoder's solve, so its decoded path does not depend on the others in its batch. The
+``task.per_sample=true`` (latent ODE) makes a series' prediction depend on its own
+data alone: the encoder reads each series backwards over its own observation times
+(each evolution a per-sample solve on the series' own Euler grid) and carries its state
+back to the grid's first time, the decoder solves each series with its own step sizes,
+and batches keep the whole time grid instead of their union of time points. The
 KL weight follows the trainer's global step, so a resumed run continues the
 annealing where it stopped.
 """
@@ -90,11 +93,11 @@ class TimeSeriesTask(Task):
             self._check_per_sample()
 
     def _check_per_sample(self) -> None:
-        """``task.per_sample``: the latent ODE's decoder solves each series with its own
-        step sizes (``aca.odeint(..., per_sample=True)``)."""
+        """``task.per_sample``: the latent ODE's encoder and decoder solve each series on
+        its own steps (``aca.odeint(..., per_sample=True)``)."""
         if self.settings.model != "latent_ode":
-            raise ConfigError(f"task.per_sample=true applies to model=latent_ode (its decoder's "
-                              f"solve), got model={self.settings.model}")
+            raise ConfigError(f"task.per_sample=true applies to model=latent_ode (its encoder "
+                              f"and decoder), got model={self.settings.model}")
         try:
             SolveOptions(**{**self.ode, "per_sample": True})
         except ODEError as error:
@@ -122,20 +125,23 @@ class TimeSeriesTask(Task):
         if settings.model == "ode_rnn":
             return ODERNNModel(self.input_dim, settings.latent_dim, settings.units,
                                settings.gru_units, settings.rec_layers, self.ode)
+        per_sample = bool(settings.get("per_sample", False))
         encoder_options = {"solver": "euler", "step_size": settings.encoder_step,
-                           "gradient": self.ode["gradient"]}
-        decoder_options = {**self.ode, "per_sample": bool(settings.get("per_sample", False))}
+                           "gradient": self.ode["gradient"], "per_sample": per_sample}
+        decoder_options = {**self.ode, "per_sample": per_sample}
         return LatentODE(self.input_dim, settings.latent_dim, settings.rec_dims, settings.units,
                          settings.gru_units, settings.gen_layers, settings.rec_layers,
                          decoder_options, encoder_options)
 
     def prepare_batch(self, batch: Any, train: bool) -> SeriesBatch:
         """Draw the observed points of a training batch afresh (on its device) and
-        cut the shared grid to the batch's union of time points."""
+        cut the shared grid to the batch's union of time points (``per_sample``: keep
+        the whole grid, so that no time depends on the batch)."""
         values, mask, observed, times, center, scale = batch
         if train:
             observed = sample_observed_mask(mask, self.fraction)
-        times, (mask, values, observed) = union_times(times, mask, values, observed)
+        if not self.settings.get("per_sample", False):
+            times, (mask, values, observed) = union_times(times, mask, values, observed)
         return SeriesBatch(values, mask, observed, times, center, scale)
 
     def kl_weight(self, step: int) -> float:

@@ -297,6 +297,10 @@ class Trainer:
         source = self.resume_source()
         if source is not None:
             self.resume(source)
+            if self.start_epoch >= self.epochs:  # its result would be restamped as this code's
+                raise ConfigError(
+                    f"{source} is a finished run (epoch {self.start_epoch} of {self.epochs}): "
+                    "nothing left to train; raise task.epochs to go on, or use another out_dir")
         for epoch in range(self.start_epoch, self.epochs):
             row: dict[str, Any] = {"epoch": epoch + 1,
                                    "lr": self.optimizer.param_groups[0]["lr"]}
