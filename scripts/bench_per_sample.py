@@ -7,8 +7,9 @@ interleaved within each repeat (the machine is shared; medians of interleaved ru
 the fair comparison): aca with ``per_sample=True`` (gradient aca, naive and adjoint), aca with
 one step size for the batch (aca and adjoint), and torchode's ``AutoDiffAdjoint``
 (its ``BacksolveAdjoint`` vmaps ``f`` over single samples, which a parameter with one
-entry per sample does not fit). Columns: forward+backward time, the ratio to torchode's
-AutoDiffAdjoint, batched evaluations forward and backward (``nfe``), evaluations per
+entry per sample does not fit). Columns: forward+backward time, the forward alone (the
+loss included), the ratio of forward+backward to torchode's AutoDiffAdjoint, batched
+evaluations forward and backward (``nfe``), evaluations per
 sample summed over the batch (``sample_nfe``: per-sample solves count a sample only
 until it arrives; a shared-step solve counts every sample at every evaluation), and the
 relative error of dL/dμ against a float64 per-sample aca solve at rtol 1e-10.
@@ -79,6 +80,7 @@ def run(method: str, mu: Tensor, y0: Tensor, t: Tensor) -> dict:
         problem = torchode.InitialValueProblem(y0=y0, t_eval=t.expand(len(y0), -1))
         solution = solver.solve(problem)
         loss = loss_of(solution.ys)
+        forward_s = time.perf_counter() - started
         loss.backward()
         stats = solution.stats
         steps = stats["n_steps"]
@@ -90,12 +92,15 @@ def run(method: str, mu: Tensor, y0: Tensor, t: Tensor) -> dict:
         stats = aca.SolveStats()
         ys = aca.odeint(func, y0, t, solver="dopri5", gradient=gradient, rtol=RTOL, atol=ATOL,
                         per_sample=mode == "per_sample", stats=stats)
-        loss_of(ys.transpose(0, 1)).backward()
+        loss = loss_of(ys.transpose(0, 1))
+        forward_s = time.perf_counter() - started
+        loss.backward()
         counts = {"nfe": stats.nfe_forward, "nfe_backward": stats.nfe_backward,
                   "accepted": stats.accepted if mode == "per_sample" else stats.accepted * len(y0),
                   "sample_nfe": (stats.sample_nfe_forward if mode == "per_sample"
                                  else stats.nfe_forward * len(y0))}
-    return {"time_s": time.perf_counter() - started, **counts, "grad": func.mu.grad.detach()}
+    return {"time_s": time.perf_counter() - started, "forward_s": forward_s, **counts,
+            "grad": func.mu.grad.detach()}
 
 
 def reference(mu: Tensor, y0: Tensor, t: Tensor) -> Tensor:
@@ -118,9 +123,11 @@ def measure(batch: int, repeats: int, log) -> list[dict]:
     rows = []
     for method, results in runs.items():
         seconds = statistics.median(r["time_s"] for r in results)
+        forward = statistics.median(r["forward_s"] for r in results)
         last = results[-1]
         error = ((last["grad"].double() - want).norm() / want.norm()).item()
         rows.append({"batch": batch, "method": method, "fwd_bwd_s": round(seconds, 3),
+                     "fwd_s": round(forward, 3),
                      "vs_torchode_autodiff": round(seconds / base, 3), "nfe": last["nfe"],
                      "nfe_backward": last["nfe_backward"], "accepted": last["accepted"],
                      "sample_nfe": last["sample_nfe"], "grad_rel_error": float(f"{error:.2e}")})

@@ -118,6 +118,17 @@ def test_other_solvers_and_fixed_grids_per_sample(gradient, options):
         assert stats.per_sample[0]["accepted"] == torch.ceil(spans - 1e-9).long().tolist()
 
 
+def test_fixed_grid_aca_equals_naive_with_bounded_memory_too():
+    """On a fixed grid no controller is differentiated: ACA's gradient is naive's, also
+    when the checkpoints are bounded (the rest recomputed)."""
+    mu, y0, times = batch()
+    options = {"solver": "rk4", "step_size": 0.1, "per_sample": True}
+    _, naive, _ = solve(mu, y0, times, "naive", **options)
+    for budget in (None, 3):
+        _, got, _ = solve(mu, y0, times, "aca", max_checkpoints=budget, **options)
+        assert relative_error(got, naive) < 1e-10
+
+
 def test_a_fixed_grid_refuses_a_non_finite_state():
     y0 = torch.tensor([[1.0], [2.0]])
     with pytest.raises(aca.NonFiniteStateError, match="non-finite"):
