@@ -2,7 +2,9 @@
 
 ``aca.odeint(func, y0, t, solver=..., gradient=...)`` solves an ODE with explicit
 Runge–Kutta methods and differentiates through it by ACA, the adjoint method or
-naive backpropagation; ``aca.ODEBlock`` wraps a solve as a layer.
+naive backpropagation (``gradient="aca"`` or a method object that owns its options:
+``aca.ACA(max_checkpoints=K)``, ``aca.Adjoint(seminorm=True)``, ``aca.Naive()``);
+``aca.ODEBlock`` wraps a solve as a layer.
 """
 
 from aca.errors import (
@@ -19,7 +21,7 @@ from aca.errors import (
     UnknownSolverError,
     UnseenTensorError,
 )
-from aca.gradients import GRADIENTS
+from aca.gradients import ACA, GRADIENTS, Adjoint, GradientMethod, Naive
 from aca.models.odeblock import ODEBlock
 from aca.odeint import odeint
 from aca.options import SolveOptions
@@ -29,7 +31,7 @@ from aca.stats import SolveStats, track_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRADIENTS", "SOLVERS", "FuncOutputError", "InvalidOptionError", "MaxStepsExceededError",
+    "ACA", "Adjoint", "GradientMethod", "Naive", "GRADIENTS", "SOLVERS", "FuncOutputError", "InvalidOptionError", "MaxStepsExceededError",
     "NonFiniteStateError", "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError",
     "SolveOptions", "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError",
     "UnknownGradientError", "UnknownSolverError", "UnseenTensorError", "__version__", "odeint",

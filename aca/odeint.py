@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from aca.errors import InvalidOptionError, NonFiniteStateError, NonMonotoneTimeError
-from aca.gradients import GRADIENTS, Problem
+from aca.gradients import GradientMethod, Problem, method_for
 from aca.gradients.watch import Watched
 from aca.options import SolveOptions, is_number
 from aca.solvers.step import Func
@@ -39,8 +39,14 @@ def _output_times(t: Tensor | Sequence[float]) -> list[float]:
     return times
 
 
+def time_dtype(y0: Tensor) -> torch.dtype:
+    """Times and step sizes are kept in float64 (or the state's dtype if wider), whatever
+    the state's: in float32 a time near 1e4 would resolve only 1e-3."""
+    return torch.promote_types(torch.float64, y0.dtype)
+
+
 def _sample_times(t: Tensor | Sequence[float], y0: Tensor) -> Tensor:
-    """``per_sample=True``: the output times of every sample, ``(B, T)`` in ``y0``'s dtype
+    """``per_sample=True``: the output times of every sample, ``(B, T)`` in the time dtype
     (detached), from a shared ``(T,)`` or a per-sample ``(B, T)`` ``t``."""
     if y0.dim() == 0:
         raise InvalidOptionError("per_sample=True needs y0 with a batch dimension (B, ...), "
@@ -50,7 +56,7 @@ def _sample_times(t: Tensor | Sequence[float], y0: Tensor) -> Tensor:
         t = torch.tensor([float(x) for x in t])
     if t.dim() == 1:
         _output_times(t)
-        return t.detach().to(y0).expand(len(y0), -1)
+        return t.detach().to(y0.device, time_dtype(y0)).expand(len(y0), -1)
     if t.dim() != 2 or len(t) != len(y0):
         raise NonMonotoneTimeError(
             f"per_sample=True takes t of shape (T,) or (B, T) = (B={len(y0)}, T), got shape "
@@ -61,7 +67,7 @@ def _sample_times(t: Tensor | Sequence[float], y0: Tensor) -> Tensor:
         raise NonMonotoneTimeError(
             "per_sample=True: every row of t must be finite and strictly increasing (or every "
             f"row strictly decreasing), got {t.detach()[:2].tolist()} ...")
-    return t.detach().to(y0)
+    return t.detach().to(y0.device, time_dtype(y0))
 
 
 def _params(params: object) -> list[Tensor]:
@@ -82,7 +88,7 @@ def odeint(
     t: Tensor | Sequence[float],
     *,
     solver: str = SolveOptions.solver,
-    gradient: str = SolveOptions.gradient,
+    gradient: str | GradientMethod = SolveOptions.gradient,
     rtol: float = SolveOptions.rtol,
     atol: float = SolveOptions.atol,
     step_size: float | None = SolveOptions.step_size,
@@ -108,7 +114,9 @@ def odeint(
     landed on (a fixed grid runs from ``t[0]``, its last step shortened to ``t[-1]``).
     ``False``: a step lands on every output time (a fixed grid restarts at each).
     Each tableau carries its extension (``dense``, of order ``dense_order``).
-    ``gradient``: ``"aca"``, ``"adjoint"`` or ``"naive"`` (``aca.GRADIENTS``).
+    ``gradient``: ``"aca"``, ``"adjoint"`` or ``"naive"`` (``aca.GRADIENTS``), or a method
+    object that owns its options: ``aca.ACA(max_checkpoints=K)``,
+    ``aca.Adjoint(rtol=..., atol=..., seminorm=True)``, ``aca.Naive()``.
     ``func`` receives ``t`` as a 0-dim tensor (``y0``'s dtype and device) and must
     return a tensor of ``y``'s shape, dtype and device.
     Gradients reach ``y0``, ``t`` (when a tensor requiring grad) and, with ``aca``
@@ -139,6 +147,7 @@ def odeint(
         interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
         safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta,
         per_sample=per_sample, adjoint_seminorm=adjoint_seminorm)
+    method = method_for(options)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)
@@ -148,28 +157,30 @@ def odeint(
     if y0.numel() == 0:
         raise InvalidOptionError(f"y0 is empty (shape {tuple(y0.shape)}): there is nothing to "
                                  "solve")
-    sample_times = _sample_times(t, y0) if per_sample else None
-    times = _output_times(t if sample_times is None else sample_times[0])
+    if per_sample:
+        times = _sample_times(t, y0)
+    else:
+        times = torch.tensor([_output_times(t)], dtype=time_dtype(y0), device=y0.device)
     if not bool(torch.isfinite(y0).all()):
         raise NonFiniteStateError("y0 contains nan or inf")
-    if len(times) == 1:
+    if times.shape[1] == 1:
         return y0.unsqueeze(0)
-    problem = Problem(func=func, times=times, options=options, sinks=StatsSinks(stats),
-                      t=t if isinstance(t, Tensor) else None, extra_params=extra_params,
-                      sample_times=sample_times)
-    return solve_problem(problem, y0, gradient)
+    problem = Problem(func=func, times=times, options=options, method=method,
+                      sinks=StatsSinks(stats), t=t if isinstance(t, Tensor) else None,
+                      extra_params=extra_params)
+    return solve_problem(problem, y0)
 
 
-def solve_problem(problem: Problem, y0: Tensor, gradient: str) -> Tensor:
+def solve_problem(problem: Problem, y0: Tensor) -> Tensor:
     """Solve with the gradient method, or without a graph when there is nothing to
     differentiate (evaluation): no checkpoints, no graph, but with grad enabled a
     func over tensors aca cannot see is refused rather than run."""
     grad_enabled = torch.is_grad_enabled()
-    if grad_enabled and (gradient == "naive" or y0.requires_grad or problem.params
+    if grad_enabled and (problem.method.name == "naive" or y0.requires_grad or problem.params
                          or problem.t_requires_grad):
-        return GRADIENTS[gradient](problem, y0)
+        return problem.method.solve(problem, y0)
     func = Watched(problem, y0, unseen=grad_enabled, random=None)
     with torch.no_grad():
-        outputs, counts = problem.solve(y0, func=func)
-    problem.report_forward(counts)
-    return torch.stack(outputs)
+        solution = problem.solve(y0, func=func)
+    problem.report_forward(solution)
+    return solution.ys

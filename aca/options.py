@@ -10,13 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from aca.errors import (
-    InvalidOptionError,
-    StepSizeRequiredError,
-    UnknownGradientError,
-    UnknownSolverError,
-)
-from aca.gradients import GRADIENTS
+from aca.errors import InvalidOptionError, StepSizeRequiredError, UnknownSolverError
 from aca.solvers import SOLVERS, AdaptiveSteps, ButcherTableau
 
 
@@ -43,7 +37,8 @@ def _require(name: str, value: object, valid: bool, what: str,
 class SolveOptions:
     """``solver``: a name in ``aca.SOLVERS`` (fixed-step methods need ``step_size``;
     any method given ``step_size`` runs on that grid). ``gradient``: a name in
-    ``aca.GRADIENTS``. ``rtol``/``atol``: the adaptive controller's tolerances.
+    ``aca.GRADIENTS`` or a method object (``aca.ACA(...)``; checked where the method is
+    built: ``aca.gradients.method_for``). ``rtol``/``atol``: the adaptive controller's tolerances.
     ``interpolate``: the steps land only on the last output time and the others are
     read off the continuous extension of the step that holds them (dense output,
     torchdiffeq's behaviour), so output times never shorten a step; ``False`` lands
@@ -59,7 +54,7 @@ class SolveOptions:
     ``aca.ODEError`` naming the value and what is valid."""
 
     solver: str = "dopri5"
-    gradient: str = "aca"
+    gradient: Any = "aca"
     rtol: float = 1e-3
     atol: float = 1e-6
     step_size: float | None = None
@@ -78,9 +73,6 @@ class SolveOptions:
         if not isinstance(solver, str) or solver not in SOLVERS:
             raise UnknownSolverError(
                 f"unknown solver {solver!r}; choose one of: {_choices(SOLVERS)}")
-        if not isinstance(self.gradient, str) or self.gradient not in GRADIENTS:
-            raise UnknownGradientError(f"unknown gradient method {self.gradient!r}; choose one "
-                                       f"of: {_choices(GRADIENTS)}")
         tableau = SOLVERS[solver]
         if step_size is None and not tableau.adaptive:
             raise StepSizeRequiredError(

@@ -94,3 +94,19 @@ def test_odeblock_checks_options_when_built():
         aca.ODEBlock(torch.nn.Linear(2, 2), solver="rk5")
     with pytest.raises(TypeError, match="unknown ODEBlock option.*'tol'"):
         aca.ODEBlock(torch.nn.Linear(2, 2), tol=1e-3)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_atol_zero_with_a_zero_component_names_the_zero_error_scale(per_sample):
+    """issue 25: a MaxStepsExceededError after spinning (per-sample) or 'non-finite'."""
+    with pytest.raises(aca.InvalidOptionError, match="atol=0 and a state component is exactly 0"):
+        aca.odeint(decay, torch.tensor([[1.0, 0.0]]), [0.0, 1.0], atol=0.0, per_sample=per_sample)
+    ys = aca.odeint(decay, torch.tensor([[1.0, 2.0]]), [0.0, 1.0], atol=0.0, per_sample=per_sample)
+    assert torch.allclose(ys[-1], torch.tensor([[1.0, 2.0]]) * math.exp(-1), rtol=1e-3)
+
+
+def test_times_beyond_their_resolution_underflow():
+    """t = [1e16, 1e16 + 2] in float64: steps below the spacing of t (2) do not move it
+    (issue 26: 0.333 returned instead of e^-2 = 0.135, silently)."""
+    with pytest.raises(aca.StepSizeUnderflowError, match="resolution of t"):
+        aca.odeint(decay, torch.ones(1, dtype=torch.float64), [1e16, 1e16 + 2])

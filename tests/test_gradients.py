@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 import torchdiffeq
-from odes import MLP, Linear, relative_error, replay_steps
+from odes import MLP, Linear, relative_error, replay_steps, run
 from torch import nn
 
 import aca
-from aca.solvers import SOLVERS, AdaptiveSteps, Checkpoints, integrate
+from aca.solvers import SOLVERS, AdaptiveSteps, Checkpoints
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -33,11 +33,9 @@ def test_aca_equals_autograd_through_the_accepted_steps(solver, interpolate):
     got = loss_grads(func, y0, t, solver=solver, gradient="aca", rtol=rtol, atol=atol,
                      interpolate=interpolate)
 
-    checkpoints = Checkpoints()
     tableau = SOLVERS[solver]
-    with torch.no_grad():
-        integrate(func, y0, t, tableau, AdaptiveSteps(rtol, atol, tableau.order), 10**4,
-                  checkpoints=checkpoints, interpolate=interpolate)
+    _, _, checkpoints = run(func, y0, t, tableau, AdaptiveSteps(rtol, atol, tableau.order),
+                            interpolate=interpolate)
     assert len(checkpoints.times) > 4
     assert not interpolate or any(len(ks) > 1 for ks in checkpoints.inside.values())
     ys = replay_steps(func, y0, torch.tensor(t), t, checkpoints, tableau)
@@ -243,10 +241,15 @@ def test_bounded_memory_aca_is_bitwise_identical(max_checkpoints):
 
 def test_bounded_memory_keeps_at_most_k_states():
     checkpoints = Checkpoints(max_states=5)
+    checkpoints.start(torch.zeros(1), torch.zeros(1), 1)
+    steps = torch.zeros(1, dtype=torch.long)
     for i in range(100):
-        checkpoints.add(float(i), 1.0, torch.zeros(1))
-        assert len(checkpoints.states) <= 5
-    assert sorted(checkpoints.states) == list(range(0, 100, checkpoints.stride))
+        checkpoints.add(i, torch.ones(1, dtype=torch.bool), steps, torch.full((1,), float(i)),
+                        torch.ones(1), torch.full((1,), float(i)), torch.zeros(1, dtype=torch.long))
+        steps += 1
+        assert len(checkpoints.states) - 1 <= 5  # and the scratch row
+    checkpoints.finish(steps, torch.zeros(1))
+    assert checkpoints.states[:, 0, 0].tolist() == list(range(0, 100, checkpoints.stride))
 
 
 @pytest.mark.parametrize("solver,step_size", [("rk4", 0.1), ("dopri5", None)])
@@ -267,11 +270,9 @@ def test_second_order_gradients_through_aca(solver, step_size):
     if step_size is not None:
         assert relative_error(got, penalty_grads("naive")) < 1e-10
     else:
-        checkpoints, tableau = Checkpoints(), SOLVERS[solver]
-        with torch.no_grad():
-            integrate(func, y0, [0.0, 0.3, 1.0], tableau,
-                      AdaptiveSteps(1e-6, 1e-8, tableau.order), 10**4, checkpoints=checkpoints,
-                      interpolate=True)
+        tableau = SOLVERS[solver]
+        _, _, checkpoints = run(func, y0, [0.0, 0.3, 1.0], tableau,
+                                AdaptiveSteps(1e-6, 1e-8, tableau.order))
         assert len(checkpoints.times) >= 4 and checkpoints.inside  # 0.3 inside a step
 
         def through_the_steps(y0, params):  # autograd through the accepted steps

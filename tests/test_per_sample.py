@@ -4,6 +4,7 @@ same solution and gradient as solved alone; ACA's gradient is autograd through e
 sample's accepted steps; bounded-memory ACA; per-sample output times; statistics;
 what is refused."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ from odes import relative_error, replay_steps
 from torch import nn
 
 import aca
-from aca.solvers import SOLVERS, PerSampleSteps, SampleCheckpoints, integrate_per_sample
+from aca.solvers import SOLVERS, AdaptiveSteps, Checkpoints, integrate
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -208,20 +209,17 @@ def test_aca_is_autograd_through_each_samples_accepted_steps():
     mu, y0, times = batch()
     func = Oscillators(mu)
     tableau = SOLVERS["dopri5"]
-    cp = SampleCheckpoints()
-    with torch.no_grad():
-        integrate_per_sample(lambda t, y: func(t.reshape(-1), y), y0, times, tableau,
-                             PerSampleSteps(TOL["rtol"], TOL["atol"], tableau.order), 10_000, cp)
+    cp = _recorded(func, y0, times, AdaptiveSteps(TOL["rtol"], TOL["atol"], tableau.order))
     x0 = y0.clone().requires_grad_()
     T = times.clone().requires_grad_()
     replayed = []
     for b in range(len(mu)):
         n = int(cp.counts[b])
         inside: dict[int, list[int]] = {}
-        for k in range(1, times.shape[1] - 1):
-            inside.setdefault(int(cp.slot[b, k]), []).append(k)
+        for j, (ks, rows) in cp.inside.items():
+            inside.update({j: ks[rows == b].tolist()} if (rows == b).any() else {})
         steps = SimpleNamespace(times=cp.times[:n, b].tolist(), steps=cp.steps[:n, b].tolist(),
-                                stops=[0, times.shape[1] - 1], segment_ends=[n], inside=inside)
+                                starts=[0] * n, lands={n - 1: times.shape[1] - 1}, inside=inside)
         replayed.append(replay_steps(_one_sample(func, b), x0[b], T[b], times[b].tolist(), steps,
                                      tableau))
     loss = sum((ys**2).sum() + ys.sin().sum() for ys in replayed)
@@ -230,6 +228,15 @@ def test_aca_is_autograd_through_each_samples_accepted_steps():
     assert relative_error(got, want) < 1e-10
     _, naive, _ = solve(mu, y0, times, "naive", per_sample=True)
     assert relative_error(got, naive) < 1e-3
+
+
+def _recorded(func, y0, times, controller):
+    """The per-sample loop's record of each sample's accepted steps."""
+    cp = Checkpoints()
+    with torch.no_grad():
+        integrate(lambda t, y: func(t.reshape(-1).to(y.dtype), y), y0, times.double(),
+                  SOLVERS["dopri5"], controller, 10_000, checkpoints=cp)
+    return cp
 
 
 def _one_sample(func: Oscillators, b: int):
@@ -246,12 +253,11 @@ def test_bounded_memory_aca_gives_the_same_gradient(budget):
     _, got, bounded = solve(mu, y0, times, per_sample=True, max_checkpoints=budget)
     assert all(torch.equal(g, w) for g, w in zip(got, want))
     assert bounded.nfe_backward > full.nfe_backward  # the rest was recomputed
-    cp = SampleCheckpoints(budget)
+    cp = Checkpoints(budget)
     func = Oscillators(mu)
-    tableau = SOLVERS["dopri5"]
     with torch.no_grad():
-        integrate_per_sample(lambda t, y: func(t.reshape(-1), y), y0, times, tableau,
-                             PerSampleSteps(1e-7, 1e-9, 5), 10_000, cp)
+        integrate(lambda t, y: func(t.reshape(-1).to(y.dtype), y), y0, times.double(),
+                  SOLVERS["dopri5"], AdaptiveSteps(1e-7, 1e-9, 5), 10_000, checkpoints=cp)
     assert len(cp.states) <= budget < len(cp.times)
 
 
@@ -395,3 +401,28 @@ def test_timeseries_per_sample_option(gradient):
     assert relative_error(grads, [sum(g) for g in zip(*(a[1] for a in alone))]) < 1e-10
     with pytest.raises(ConfigError, match="per_sample"):
         build_task(compose_config(*tiny, "task.model=ode_rnn"))
+
+
+def test_float32_states_keep_float64_times():
+    """Times are float64 whatever the state's dtype: y' = -y on [1e4, 1e4 + 1] in float32
+    (issue 25: 1.9e-4 off, 400x the tolerance, while per-sample times were float32)."""
+    y0 = torch.ones(3, 1, dtype=torch.float32)
+    ys = aca.odeint(lambda t, y: -y, y0, torch.tensor([1e4, 1e4 + 1.0]), rtol=1e-6, atol=1e-9,
+                    per_sample=True)
+    assert (ys[-1] - math.exp(-1)).abs().max() < 1e-6  # measured 1.2e-7
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_a_non_finite_rejected_trial_leaves_naive_s_gradient_finite(per_sample):
+    """0 * sqrt(y) is nan in trial steps that overshoot below 0: they are rejected and must
+    not enter naive's graph (issue 25: the per-sample gradient was nan, silently)."""
+    grads = {}
+    for gradient in ("naive", "aca"):
+        y0 = torch.tensor([[1.0], [2.0]], requires_grad=True)
+        stats = aca.SolveStats()
+        ys = aca.odeint(lambda t, y: -20 * y + 0 * torch.sqrt(y), y0, [0.0, 1.0],
+                        gradient=gradient, per_sample=per_sample, stats=stats)
+        (grads[gradient],) = torch.autograd.grad(ys[-1].sum(), y0)
+    assert stats.rejected > 10
+    # naive also differentiates the controller: 1.3 % from aca's fixed-h gradient (measured)
+    assert relative_error([grads["naive"]], [grads["aca"]]) < 0.05

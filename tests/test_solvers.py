@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torchdiffeq
+from odes import run, step
 
 import aca
 from aca.solvers import SOLVERS
@@ -25,18 +26,16 @@ def riccati_exact(t: float) -> float:
 
 
 def _fixed_step_error(tableau: ButcherTableau, h: float) -> float:
-    from aca.solvers import ConstantSteps, integrate
+    from aca.solvers import ConstantSteps
 
     y0 = torch.ones(1, dtype=torch.float64)
-    ys, _ = integrate(riccati, y0, [0.0, 2.0], tableau, ConstantSteps(h), 10**6)
+    ys, _, _ = run(riccati, y0, [0.0, 2.0], tableau, ConstantSteps(h))
     return abs(ys[-1].item() - riccati_exact(2.0))
 
 
 def _local_error_estimate(tableau: ButcherTableau, h: float) -> float:
-    from aca.solvers.step import rk_step
-
     y = torch.tensor([riccati_exact(0.3)], dtype=torch.float64)
-    return rk_step(riccati, 0.3, y, h, tableau, with_error=True).error.abs().item()
+    return step(riccati, 0.3, y, h, tableau, with_error=True).error.abs().item()
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -109,7 +108,7 @@ def test_accepted_steps_equal_torchdiffeq_s(ours, theirs, tol):
     """The controller reproduces torchdiffeq's step for step: same accepted and rejected
     counts, each step size equal up to round-off in the error estimate (measured 1e-10).
     Safety factor, growth limits and no-shrink-after-accept all show up here."""
-    from aca.solvers import AdaptiveSteps, Checkpoints, integrate
+    from aca.solvers import AdaptiveSteps
 
     y0 = torch.tensor([2.0, 0.0], dtype=torch.float64)
     # one output interval, landing on its end as we do (step_t): after a landing inside
@@ -119,9 +118,9 @@ def test_accepted_steps_equal_torchdiffeq_s(ours, theirs, tol):
     with torch.no_grad():
         torchdiffeq.odeint(func, y0, t, method=theirs, rtol=tol, atol=tol,
                            options={"step_t": t})
-    checkpoints, tableau = Checkpoints(), SOLVERS[ours]
-    _, counts = integrate(func, y0, t.tolist(), tableau, AdaptiveSteps(tol, tol, tableau.order),
-                          10**5, checkpoints=checkpoints)
+    tableau = SOLVERS[ours]
+    _, counts, checkpoints = run(func, y0, t.tolist(), tableau,
+                                 AdaptiveSteps(tol, tol, tableau.order), 10**5)
     assert counts.accepted == len(func.accepted) > 40
     assert counts.rejected == func.rejected > 5
     assert checkpoints.times == pytest.approx([t0 for t0, _ in func.accepted], rel=1e-9)
@@ -153,11 +152,15 @@ def test_pi_controller_follows_hairer_s_formula():
 
     beta, previous, ratio = 0.04, 0.5, 0.2
     controller = AdaptiveSteps(1e-6, 1e-6, order=5, pi_beta=beta)
-    controller.prev_ratio = previous
+
+    def factor(ratio: float) -> float:
+        return controller.factor(torch.tensor(ratio, dtype=torch.float64),
+                                 torch.tensor(previous, dtype=torch.float64)).item()
+
     want = 0.9 / (ratio ** (0.2 - 0.75 * beta) / previous**beta)
-    assert controller.factor(ratio)[0] == pytest.approx(want, rel=1e-14) and want > 1
-    assert controller.factor(3.0)[0] == pytest.approx(max(0.2, 0.9 / (3.0 ** (0.2 - 0.03)
-                                                                      / previous**beta)), rel=1e-14)
+    assert factor(ratio) == pytest.approx(want, rel=1e-14) and want > 1
+    assert factor(3.0) == pytest.approx(max(0.2, 0.9 / (3.0 ** (0.2 - 0.03) / previous**beta)),
+                                        rel=1e-14)
 
 
 @pytest.mark.parametrize("solver", ["heun_euler", "bosh3", "dopri5", "dopri8"])
@@ -172,7 +175,8 @@ def test_initial_step_matches_torchdiffeq(solver):
     tableau = SOLVERS[solver]
     f0 = func(torch.tensor(0.0, dtype=torch.float64), y0)
     controller = AdaptiveSteps(1e-4, 1e-6, tableau.order)
-    _, ours = controller.initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0, f0, 1.0)
+    ours = controller.initial_step(func, torch.zeros(1, dtype=torch.float64), y0, f0,
+                                   torch.ones(1, dtype=torch.float64)).item()
     theirs = _select_initial_step(func, torch.tensor(0.0, dtype=torch.float64), y0,
                                   tableau.order - 1, 1e-4, 1e-6, _rms_norm, f0)
     assert ours == pytest.approx(theirs.item(), rel=1e-12)

@@ -7,11 +7,12 @@ import math
 import pytest
 import torch
 import torchdiffeq
+from odes import run, step
 from torch import nn
 
 import aca
 import aca.torchdiffeq as tdq
-from aca.solvers import SOLVERS, ConstantSteps, integrate
+from aca.solvers import SOLVERS, ConstantSteps
 
 FIXED = ["euler", "midpoint", "heun2", "heun3", "rk4"]
 SAME_ADAPTIVE = ["bosh3", "dopri5", "dopri8"]  # the same tableau and controller as torchdiffeq
@@ -58,8 +59,8 @@ def test_new_tableaus_have_their_order(name, order):
     """Global error on y' = -2 t y² over [0, 2] at h and h/2: log2 ratio = order."""
     def error(h):
         y0 = torch.ones(1, dtype=torch.float64)
-        ys, _ = integrate(lambda t, y: -2 * t * y**2, y0, [0.0, 2.0], SOLVERS[name],
-                          ConstantSteps(h), 10**6)
+        ys, _, _ = run(lambda t, y: -2 * t * y**2, y0, [0.0, 2.0], SOLVERS[name],
+                       ConstantSteps(h))
         return abs(ys[-1].item() - 0.2)
     observed = math.log2(error(0.05) / error(0.025))
     assert abs(observed - order) < 0.3, observed
@@ -70,12 +71,11 @@ def test_new_tableaus_have_their_order(name, order):
 
 
 def test_fehlberg2_error_estimate_is_second_order_local_error():
-    from aca.solvers.step import rk_step
     y = torch.tensor([0.9], dtype=torch.float64)
 
     def estimate(h):
-        return rk_step(lambda t, y: -2 * t * y**2, 0.3, y, h, SOLVERS["fehlberg2"],
-                       with_error=True).error.abs().item()
+        return step(lambda t, y: -2 * t * y**2, 0.3, y, h, SOLVERS["fehlberg2"],
+                    with_error=True).error.abs().item()
     assert abs(math.log2(estimate(0.05) / estimate(0.025)) - 2) < 0.3
 
 
@@ -588,3 +588,39 @@ def test_adjoint_options_that_would_be_ignored_are_refused():
     ys = tdq.odeint_adjoint(f, y0, t, adjoint_params=(), options={"jump_t": torch.tensor([0.5])},
                             adjoint_options={"jump_t": torch.tensor([0.5])})
     assert ys.shape == (2, 2)
+
+
+class _Decay(nn.Module):
+    def forward(self, t, y):
+        return -y
+
+
+def test_fixed_grid_adjoint_time_gradients_are_the_continuous_ones():
+    """dL/dt_k = <dL/dy_k, f(t_k, y_k)> for outputs on a finer grid, as torchdiffeq and the
+    closed form (issue 25: [0.22, 0, -0.22], the gradient of t_1 given to t_0)."""
+    results = []
+    for library in (tdq, torchdiffeq):
+        t = torch.tensor([0.0, 0.5, 1.5], dtype=torch.float64, requires_grad=True)
+        ys = library.odeint_adjoint(_Decay(), torch.ones(1, dtype=torch.float64), t,
+                                    method="rk4", options={"step_size": 0.01})
+        results.append(_grads(ys.sum(), (t,))[0])
+    y1, y2 = math.exp(-0.5), math.exp(-1.5)  # L = 1 + y1 + y2
+    assert torch.allclose(results[0], torch.tensor([y1 + y2, -y1, -y2], dtype=torch.float64),
+                          rtol=1e-9)
+    assert torch.allclose(results[0], results[1], rtol=1e-12)
+
+
+def test_step_t_at_a_jump_of_f_gives_the_exact_time_gradient():
+    """Stages at a step's end see f from inside the step, as torchdiffeq's, so stepping to
+    a jump with step_t is exact (issue 25: dL/dt_0 0.48 instead of 0.38)."""
+    def f(t, y):
+        return -y * (1.0 if t < 0.5 else 3.0)
+    results = []
+    for library in (tdq, torchdiffeq):
+        t = torch.tensor([0.0, 0.8, 1.0], dtype=torch.float64, requires_grad=True)
+        ys = library.odeint(f, torch.ones(1, dtype=torch.float64), t,
+                            options={"step_t": torch.tensor([0.5])})
+        results.append(_grads(ys.sum(), (t,))[0])
+    exact = math.exp(-1.4) + math.exp(-2.0)  # y(0.8) + y(1.0): d/dt0 at rate 1 before 0.5
+    assert abs(results[0][0].item() - exact) < 1e-5  # measured 3.9e-6 (torchdiffeq the same)
+    _close([results[0]], [results[1]], 1e-6)

@@ -1,14 +1,16 @@
 """Adaptive checkpoint adjoint (Zhuang et al. 2020).
 
-Forward: solve without a graph, keep the accepted steps ``(t_i, h_i, y_i)``.
-Backward: walk the accepted steps in reverse, rebuild each one with its graph,
-together with the outputs interpolated inside it, and back-propagate through
-them. ``h_i`` is a constant, except that a step landing on an output time ``t_k``
-has size ``t_k - t_i``, ``t_i`` is the output time its interval starts from plus
-a constant, and an output inside a step is its continuous extension at
-``θ = (t_k - t_i) / h_i``: so the gradient equals autograd through the accepted
-discrete steps and interpolants for ``y0``, the parameters and the output times.
-Random numbers ``func`` drew (dropout) are replayed step by step.
+Forward: solve without a graph, keep the accepted steps ``(t_i, h_i, y_i)`` of every
+group (``aca.solvers.Checkpoints``). Backward: walk the steps in reverse, rebuild
+step ``j`` of every group as one batched step (a group with fewer steps takes a step
+of size 0) with the outputs interpolated inside it, and back-propagate through it.
+``h_i`` is a constant, except that a step landing on an output time ``t_k`` has size
+``t_k - t_i``, ``t_i`` is the output time its interval starts from plus a constant,
+and an output inside a step is its continuous extension at ``θ = (t_k - t_i) / h_i``:
+so the gradient equals autograd through the accepted discrete steps and
+interpolants for ``y0``, the parameters and the output times. Random numbers
+``func`` drew (dropout) are replayed step by step (shared steps only: per-sample
+steps are rebuilt in other batches than the forward took them).
 
 Memory: the checkpoints plus one step's graph. With ``max_checkpoints=K`` at most
 K states are kept in forward; in backward the states between two kept ones are
@@ -20,77 +22,101 @@ same gradient, bit for bit.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from math import comb
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from aca.gradients.base import Problem, accumulate, preserved_buffers
+from aca.gradients.base import GradientMethod, Problem, accumulate, preserved_buffers
 from aca.gradients.replay import RandomStates, pack, unpack
 from aca.gradients.watch import Watched, unreplayable_random
-from aca.solvers import Checkpoints, dense_output, rk_step
+from aca.solvers import Checkpoints, interpolate, rk_step
+from aca.solvers.integrate import column_shape
+from aca.solvers.step import end_from_inside
+
+if TYPE_CHECKING:
+    from aca.options import SolveOptions
+
+#: ``(output indices, groups, values)`` written by a rebuilt step
+Outputs = list[tuple[Tensor, Tensor, Tensor]]
 
 
 class _Steps:
-    """The accepted steps of the forward solve, taken again as the forward took
-    them (random numbers replayed), with the outputs interpolated inside them;
-    counts the evaluations made."""
+    """The accepted steps of the forward solve, taken again as the forward took them
+    (random numbers replayed), with the outputs interpolated inside them or landed on
+    at their end; counts the evaluations made."""
 
     def __init__(self, problem: Problem, cp: Checkpoints, replayed: RandomStates | None,
                  unreplayed: RandomStates, rows: list[tuple[int, int]]) -> None:
-        self.problem, self.replayed, self.unreplayed = problem, replayed, unreplayed
-        self.rows = rows
-        self.times, self.steps, self.inside = cp.times, cp.steps, cp.inside
-        #: the output times (indices) the interval of step i runs between: its stops
-        self.interval = [(cp.stops[j - 1], cp.stops[j])
-                         for j, (a, b) in enumerate(zip([0, *cp.segment_ends], cp.segment_ends),
-                                                    start=1) for _ in range(a, b)]
-        #: the output time (index) reached after this many steps, for every stop but t[0]
-        self.stop_after = dict(zip(cp.segment_ends, cp.stops[1:]))
-        self.landing = {end - 1 for end in cp.segment_ends}
+        self.problem, self.cp = problem, cp
+        self.replayed, self.unreplayed, self.rows = replayed, unreplayed, rows
+        self.all_active = bool((cp.counts == cp.counts.max()).all())
         self.nfe = 0
         self.random: list[Tensor] = []  # the packed snapshots, set from the saved tensors
 
     def __len__(self) -> int:
-        return len(self.times)
+        return len(self.cp.times)
 
-    def take(self, i: int, y: Tensor, t_out: Mapping[int, Tensor] | None = None,
-             dense: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """Step ``i`` from ``y``, and (``dense``) the outputs interpolated inside it.
-        ``t_out``: output times as tensors (by index; those of the step's interval and
-        the outputs inside it) that the step's start time, size and interpolation points
-        then depend on as in the forward: ``t_i = t_a + c``, a landing step's
-        ``h_i = t_b - t_i``, ``θ = (t_k - t_i) / h_i``."""
-        t, h, shift = self.times[i], self.steps[i], 0.0
-        if t_out is not None:
-            start, end = self.interval[i]
-            shift = t_out[start] - t_out[start].detach()  # 0, with derivative 1
+    def take(self, j: int, y: Tensor, tau: Tensor | None = None,
+             dense: bool = False) -> tuple[Tensor, Outputs]:
+        """Step ``j`` of every group from ``y``, and (``dense``) the outputs it holds.
+        ``tau``: the ``(S, T)`` output times in the autograd graph that the step's start
+        time, a landing step's size and the interpolation points then depend on as in
+        the forward: ``t_j = t_a + c``, ``h_j = t_b - t_j``, ``θ = (t_k - t_j) / h_j``."""
+        cp, problem = self.cp, self.problem
+        groups = problem.groups
+        column = column_shape(y, groups)
+        times = problem.times if tau is None else tau
+        t, h = cp.times[j].view(column), cp.steps[j].view(column)
+        active = (cp.counts > j).view(column)
+        if not self.all_active:
+            t, h = torch.where(active, t, problem.times[:, -1].view(column)), h * active
+        lands = cp.lands.get(j) if dense else None
+        if tau is not None:
+            start = tau.gather(1, cp.starts[j].view(-1, 1)).view(column)
+            shift = (start - start.detach()) * active
             t = t + shift
-            if i in self.landing:
-                h = h + (t_out[end] - t_out[end].detach()) - shift
-        k1 = None
+            if lands is not None:
+                ks, rows = lands
+                moved = torch.zeros_like(tau[:, 0]).index_put((rows,), tau[rows, ks]
+                                                             - tau[rows, ks].detach())
+                landing = torch.zeros(groups, dtype=torch.bool, device=y.device)
+                landing[rows] = True
+                h = h + torch.where(landing.view(column), moved.view(column) - shift, 0.0)
+        k1, k1_time = None, None
+        if cp.fsal and j > 0:  # where the forward evaluated it: the last step's end, inside
+            before = cp.times[j - 1].view(column)
+            k1_time = t + (end_from_inside(before, before + cp.steps[j - 1].view(column),
+                                           y.dtype) - t.detach())
         if self.replayed is not None:
-            first, rest = self.rows[i]
+            first, rest = self.rows[j]
             RandomStates.set(unpack(self.random, self.replayed, first))
-            k1 = self.problem.rhs(t, y)
+            k1 = problem.rhs(t if k1_time is None else k1_time, y)
             self.nfe += 1
             if rest >= 0:
                 RandomStates.set(unpack(self.random, self.replayed, rest))
-        inside = self.inside.get(i, []) if dense else []
-        step = rk_step(self.problem.rhs, t, y, h, self.problem.tableau, k1=k1, dense=bool(inside))
+        inside = cp.inside.get(j) if dense else None
+        step = rk_step(problem.rhs, t, y, h, problem.tableau, k1=k1, dense=inside is not None,
+                       k1_time=k1_time)
         self.nfe += step.nfe
-        outputs = []
-        for k in inside:
-            offset = self.problem.times[k] - self.times[i]
-            if t_out is not None:
-                offset = offset + (t_out[k] - t_out[k].detach()) - shift
-            outputs.append(dense_output(y, h, step.stages, self.problem.tableau, offset / h))
-        return step.y, outputs
+        y_next = step.y if self.all_active else torch.where(active, step.y, y)
+        outputs: Outputs = []
+        if inside is not None:
+            ks, rows = inside
+            theta = (times[rows, ks] - t.reshape(-1)[rows]) / h.reshape(-1)[rows]
+            outputs.append((ks, rows, interpolate(y, h, step.stages, problem.tableau, rows,
+                                                  theta)))
+        if lands is not None:
+            ks, rows = lands
+            outputs.append((ks, rows, y_next.reshape(groups, -1)[rows]))
+        return y_next, outputs
 
-    def advance(self, i: int, y: Tensor) -> Tensor:
+    def advance(self, j: int, y: Tensor) -> Tensor:
         with torch.no_grad():
-            return self.take(i, y)[0]
+            return self.take(j, y)[0]
 
     @contextlib.contextmanager
     def replaying(self) -> Iterator[None]:
@@ -138,94 +164,115 @@ def _reverse(steps: _Steps, states: dict[int, Tensor],
 
 class _ACA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, problem: Problem, y0: Tensor, t: Tensor | None, *params: Tensor) -> Tensor:
-        func = Watched(problem, y0, unseen=True, random="replay")
-        checkpoints = Checkpoints(problem.max_checkpoints, annotate=func.annotate)
-        outputs, counts = problem.solve(y0, func=func, checkpoints=checkpoints)
-        problem.report_forward(counts)
+    def forward(ctx, problem: Problem, method: ACA, y0: Tensor, t: Tensor | None,
+                *params: Tensor) -> Tensor:
+        shared = not problem.per_sample
+        func = Watched(problem, y0, unseen=True, random="replay" if shared else "refuse")
+        checkpoints = Checkpoints(method.max_checkpoints, annotate=func.annotate)
+        solution = problem.solve(y0, func=func, checkpoints=checkpoints)
+        problem.report_forward(solution)
         random, rows = pack(checkpoints.notes, func.replayed) if func.replayed else ([], [])
         ctx.steps = _Steps(problem, checkpoints, func.replayed, func.unreplayed(), rows)
-        ctx.indices, ctx.n_params = sorted(checkpoints.states), len(params)
+        ctx.method, ctx.n_params = method, len(params)
         # saved, not kept: torch frees them after backward (unless retain_graph), refuses a
         # second backward, and notices in-place edits of y0 and the parameters
-        ctx.save_for_backward(y0, t, *params, *(checkpoints.states[i] for i in ctx.indices),
-                              *random)
-        return torch.stack(outputs)
+        ctx.save_for_backward(y0, t, *params, checkpoints.states, *random)
+        checkpoints.states = None
+        return solution.ys
 
     @staticmethod
     def backward(ctx, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
         y0, t, *saved = ctx.saved_tensors
         steps: _Steps = ctx.steps
-        n_params = ctx.n_params
-        params = saved[:n_params]
-        states = dict(zip(ctx.indices, saved[n_params:n_params + len(ctx.indices)]))
-        steps.random, steps.nfe = saved[n_params + len(ctx.indices):], 0
+        params, states = saved[:ctx.n_params], saved[ctx.n_params]
+        steps.random, steps.nfe = saved[ctx.n_params + 1:], 0
         problem = steps.problem
         with preserved_buffers(problem.buffers), steps.replaying():
             if torch.is_grad_enabled():
                 grads = _backward_through_chain(ctx, steps, grad_ys, y0, t, params)
             else:
-                grads = _backward_step_by_step(ctx, steps, grad_ys, states, t, params)
+                kept = {s * steps.cp.stride: state.view_as(y0)
+                        for s, state in enumerate(states.unbind())}
+                grads = _backward_step_by_step(ctx, steps, grad_ys, kept, t, params)
         steps.random = []  # the saved tensors alone hold them (and free them)
         problem.sinks.add(nfe_backward=steps.nfe)
-        return (None, *grads)
+        return (None, None, *grads)
+
+
+def _leaf_times(problem: Problem, t: Tensor) -> Tensor:
+    """The output times as an ``(S, T)`` leaf in the time dtype."""
+    return t.detach().to(problem.times.dtype).expand_as(problem.times).clone().requires_grad_()
+
+
+def _to_t(grad: Tensor | None, t: Tensor) -> Tensor:
+    """A gradient w.r.t. the ``(S, T)`` times, reduced to the shape of ``t``."""
+    if grad is None:
+        return torch.zeros_like(t)
+    return (grad.sum(0) if t.dim() == 1 else grad).to(t)
 
 
 def _backward_step_by_step(ctx, steps: _Steps, grad_ys: Tensor, states: dict[int, Tensor],
                            t: Tensor | None, params: list[Tensor]) -> list[Tensor | None]:
-    """Rebuild one step at a time (with the outputs inside it), last first, and
+    """Rebuild one step at a time (with the outputs in it), last first, and
     back-propagate through it."""
-    adjoint = grad_ys[-1]
+    problem, groups = steps.problem, steps.problem.groups
+    flat_grads = grad_ys.reshape(len(grad_ys), groups, -1)
+    adjoint = torch.zeros_like(grad_ys[0])
     param_grads: list[Tensor | None] = [None] * len(params)
-    want_t = ctx.needs_input_grad[2]
-    times = steps.problem.times
-    t_grad = grad_ys.new_zeros(len(times), dtype=torch.promote_types(grad_ys.dtype,
-                                                                    torch.float32))
+    want_t = ctx.needs_input_grad[3]
+    t_grad = None
     with torch.enable_grad():
-        for i, state in _reverse(steps, states, steps.problem.max_checkpoints):
-            if i + 1 < len(steps) and i + 1 in steps.stop_after:
-                adjoint = adjoint + grad_ys[steps.stop_after[i + 1]]
-            y_i = state.detach().requires_grad_()
-            inside = steps.inside.get(i, [])
-            t_out = {}
-            if want_t:
-                t_out = {k: state.new_tensor(times[k], requires_grad=True)
-                         for k in (*steps.interval[i], *inside)}
-            y_next, outputs = steps.take(i, y_i, t_out if want_t else None, dense=True)
-            grads = torch.autograd.grad([y_next, *outputs], (y_i, *params, *t_out.values()),
-                                        [adjoint, *grad_ys[inside]], allow_unused=True)
+        for j, state in _reverse(steps, states, ctx.method.max_checkpoints):
+            y_j = state.detach().requires_grad_()
+            tau = _leaf_times(problem, t) if want_t else None
+            y_next, outputs = steps.take(j, y_j, tau, dense=True)
+            ends, cotangents = [y_next], [adjoint]
+            for ks, rows, values in outputs:
+                ends.append(values)
+                cotangents.append(flat_grads[ks, rows])
+            inputs = (y_j, *params, *([tau] if want_t else []))
+            grads = torch.autograd.grad(ends, inputs, cotangents, allow_unused=True)
             adjoint = grads[0]
             accumulate(param_grads, grads[1:1 + len(params)])
-            for k, grad in zip(t_out, grads[1 + len(params):]):
-                if grad is not None:
-                    t_grad[k] += grad
+            if want_t and grads[-1] is not None:
+                t_grad = grads[-1] if t_grad is None else t_grad + grads[-1]
     adjoint = adjoint + grad_ys[0]
-    return [adjoint, t_grad.to(t) if want_t else None, *param_grads]
+    return [adjoint, _to_t(t_grad, t) if want_t else None, *param_grads]
 
 
 def _backward_through_chain(ctx, steps: _Steps, grad_ys: Tensor, y0: Tensor, t: Tensor | None,
                             params: list[Tensor]) -> list[Tensor | None]:
     """Higher-order gradients (``create_graph=True``): rebuild the accepted steps (and
-    the outputs inside them) as one differentiable chain from ``y0`` so that the
-    gradient itself has a graph."""
-    want_t = ctx.needs_input_grad[2]
-    t_out = dict(enumerate(t.to(y0).unbind())) if want_t else None
-    y, outputs = y0, {0: y0}
-    for i in range(len(steps)):
-        y, inside = steps.take(i, y, t_out, dense=True)
-        outputs.update(zip(steps.inside.get(i, []), inside))
-        if i + 1 in steps.stop_after:
-            outputs[steps.stop_after[i + 1]] = y
+    the outputs in them) as one differentiable chain from ``y0`` so that the gradient
+    itself has a graph."""
+    problem = steps.problem
+    want_t = ctx.needs_input_grad[3]
+    tau = t.to(problem.times.dtype).expand_as(problem.times) if want_t else None
+    y, pieces = y0, []
+    for j in range(len(steps)):
+        y, outputs = steps.take(j, y, tau, dense=True)
+        pieces += outputs
+    rest = y0.new_zeros((len(grad_ys) - 1, problem.groups, y0.numel() // problem.groups))
+    ks, rows, values = (torch.cat(parts) for parts in zip(*pieces))
+    ys = torch.cat([y0.unsqueeze(0), rest.index_put((ks - 1, rows), values).view_as(grad_ys[1:])])
     inputs = (y0, t, *params)
-    wanted = [x for x, needed in zip(inputs, ctx.needs_input_grad[1:]) if needed]
-    ys = torch.stack([outputs[k] for k in range(len(outputs))])
+    wanted = [x for x, needed in zip(inputs, ctx.needs_input_grad[2:]) if needed]
     grads = iter(torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True))
-    return [next(grads) if needed else None for needed in ctx.needs_input_grad[1:]]
+    return [next(grads) if needed else None for needed in ctx.needs_input_grad[2:]]
 
 
-def aca_solve(problem: Problem, y0: Tensor) -> Tensor:
-    if problem.per_sample:
-        from aca.gradients.aca_samples import aca_per_sample  # it builds on this module
-        return aca_per_sample(problem, y0)
-    return _ACA.apply(problem, y0, problem.t if problem.t_requires_grad else None,
-                      *problem.params)
+@dataclass(frozen=True)
+class ACA(GradientMethod):
+    """The adaptive checkpoint adjoint; ``max_checkpoints`` bounds the states it keeps
+    (forward and backward; None: all)."""
+
+    max_checkpoints: int | None = None
+    name = "aca"
+
+    @classmethod
+    def from_options(cls, options: SolveOptions) -> ACA:
+        return cls(options.max_checkpoints)
+
+    def solve(self, problem: Problem, y0: Tensor) -> Tensor:
+        return _ACA.apply(problem, self, y0, problem.t if problem.t_requires_grad else None,
+                          *problem.params)

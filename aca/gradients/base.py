@@ -1,145 +1,197 @@
-"""What every gradient method receives: one solve problem over the shared core."""
+"""What every gradient method receives: one solve problem over the shared core, and
+the strategy interface the methods implement."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from aca.errors import (
+    InvalidOptionError,
+    MaxStepsExceededError,
+    NonFiniteStateError,
+    StepSizeUnderflowError,
+)
 from aca.solvers import (
+    SOLVERS,
     AdaptiveSteps,
+    ButcherTableau,
     Checkpoints,
     ConstantSteps,
-    Counts,
-    PerSampleConstantSteps,
-    PerSampleSteps,
-    SampleCheckpoints,
+    Controller,
+    Norm,
+    Solution,
+    Status,
     integrate,
-    integrate_per_sample,
     rms_norm,
 )
-from aca.solvers.control import Norm, sample_rms_norm
-from aca.solvers.step import Func, Scalar
+from aca.solvers.step import Func, Step
 from aca.stats import StatsSinks
 
 if TYPE_CHECKING:
     from aca.options import SolveOptions
 
 
+class GradientMethod:
+    """A way to differentiate through a solve (diffrax's adjoints as objects): it owns its
+    options and its policy for random numbers ``func`` draws. ``solve(problem, y0)``
+    returns the states at the output times, differentiable by this method."""
+
+    name = ""
+
+    @classmethod
+    def from_options(cls, options: SolveOptions) -> GradientMethod:
+        """The method with the options a ``SolveOptions`` gives it."""
+        return cls()
+
+    def solve(self, problem: Problem, y0: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 @dataclass
 class Problem:
-    """A solve request: the function, output times, the options (method, controller
-    settings), and where statistics go. Gradient methods call ``solve``.
-
-    ``t`` is the output times as the caller gave them when that is a tensor
-    (gradients flow to it); ``extra_params`` the tensors passed as ``params=``."""
+    """A solve request: the function, the output times (``(S, T)`` values in the time
+    dtype, one row per group of steps), the options, the gradient method and where
+    statistics go. ``t`` is the output times as the caller gave them when that is a
+    tensor (gradients flow to it); ``extra_params`` the tensors passed as ``params=``."""
 
     func: Func
-    times: list[float]
+    times: Tensor
     options: SolveOptions
+    method: GradientMethod
     sinks: StatsSinks = field(default_factory=lambda: StatsSinks(None))
     t: Tensor | None = None
     extra_params: list[Tensor] = field(default_factory=list)
-    #: per_sample=True: every sample's output times, ``(B, T)``
-    sample_times: Tensor | None = None
+    #: tensors besides func's that ``func`` changes in place and backward must restore
+    buffers: list[Tensor] = field(default_factory=list)
+    #: the forward solve's error norm, and what wraps its controller (step bounds, step
+    #: times, callbacks: ``aca.solvers.wrappers``)
+    norm: Norm = rms_norm
+    wrap: Callable[[Controller], Controller] | None = None
 
     def __post_init__(self) -> None:
-        self.tableau, self.step_size = self.options.tableau, self.options.step_size
-        self.max_checkpoints = self.options.max_checkpoints
-        ignores_time = getattr(self.func, "ignores_time", False)
+        self.tableau: ButcherTableau = SOLVERS[self.options.solver]
+        self.groups = self.times.shape[0]
         self.per_sample = self.options.per_sample
-        self.rhs = (_sample_time(self.func) if self.per_sample else
-                    self.func if ignores_time else _tensor_time(self.func))
+        ignores_time = getattr(self.func, "ignores_time", False)
+        self.rhs = self.func if ignores_time else _user_time(self.func, self.per_sample)
         module = self.func if isinstance(self.func, nn.Module) else nn.Module()
         #: the tensors gradients flow to besides y0 and t: func's parameters, params=
         self.params = list({id(p): p for p in [*module.parameters(), *self.extra_params]
                             if p.requires_grad}.values())
-        self.buffers = list(module.buffers())
+        self.buffers = [*module.buffers(), *self.buffers]
 
     @property
     def t_requires_grad(self) -> bool:
         return self.t is not None and self.t.requires_grad
 
-    def controller(self, norm: Norm = rms_norm,
-                   differentiable: bool = False) -> ConstantSteps | AdaptiveSteps:
-        if self.step_size is not None:
-            return ConstantSteps(self.step_size)
-        options = self.options
-        return AdaptiveSteps(options.rtol, options.atol, self.tableau.order, norm=norm,
-                             differentiable=differentiable, **options.controller_settings)
+    def time_args(self) -> Tensor:
+        """The output times as the steps see them: in the autograd graph when ``t``
+        requires grad (naive differentiates through them)."""
+        if self.t_requires_grad and torch.is_grad_enabled():
+            return self.t.to(self.times.dtype).expand_as(self.times)
+        return self.times
 
-    def solve(self, y0: Tensor, *, func: Func | None = None, times: list[float] | None = None,
-              norm: Norm = rms_norm, differentiable: bool = False,
-              checkpoints: Checkpoints | None = None) -> tuple[list[Tensor], Counts]:
-        """Integrate ``func`` (default: the problem's) over ``times`` (default: the
-        output times). ``differentiable`` (naive) puts step sizes and times in the
-        graph: the output times themselves when ``t`` requires grad."""
-        if self.per_sample:
-            return self.solve_per_sample(y0, func=func, differentiable=differentiable,
-                                         checkpoints=checkpoints)
-        times = times or self.times
-        time_args: list[Scalar] | None = None
-        if differentiable and self.t_requires_grad:
-            time_args = list(self.t.to(y0).unbind())
-        elif differentiable and self.step_size is None:
-            time_args = [y0.new_tensor(t) for t in times]
-        controller = self.controller(norm, differentiable and self.step_size is None)
-        return integrate(func or self.rhs, y0, times, self.tableau, controller,
-                         self.options.max_steps, time_args=time_args, checkpoints=checkpoints,
-                         interpolate=self.options.interpolate)
+    def controller(self, norm: Norm | None = None, frozen: bool = False,
+                   rtol: float | None = None, atol: float | None = None,
+                   step_size: float | None = None, tableau: ButcherTableau | None = None,
+                   wrap: Callable[[Controller], Controller] | None = None) -> Controller:
+        """The forward solve's controller, or (any argument given) another one: the reverse
+        solve's step size, tolerances, method, norm and wrappers."""
+        options, tableau = self.options, tableau or self.tableau
+        step_size = options.step_size if step_size is None else step_size
+        if norm is None:
+            norm, wrap = self.norm, self.wrap
+        if step_size is not None or not tableau.adaptive:
+            controller = ConstantSteps(step_size)
+        else:
+            controller = AdaptiveSteps(options.rtol if rtol is None else rtol,
+                                       options.atol if atol is None else atol, tableau.order,
+                                       norm=norm, frozen=frozen, **options.controller_settings)
+        return controller if wrap is None else wrap(controller)
 
-    def solve_per_sample(self, y0: Tensor, *, func: Func | None = None,
-                         differentiable: bool = False,
-                         checkpoints: SampleCheckpoints | None = None,
-                         ) -> tuple[list[Tensor], Counts]:
-        """``per_sample=True``: each sample its own steps (``integrate_per_sample``);
-        ``differentiable`` puts the output times in the graph when ``t`` requires grad."""
-        times = self.sample_times
-        if differentiable and self.t_requires_grad:
-            times = self.t.to(y0).expand_as(times)
-        return integrate_per_sample(func or self.rhs, y0, times, self.tableau,
-                                    self.sample_controller(), self.options.max_steps,
-                                    checkpoints=checkpoints)
+    def solve(self, y0: Tensor, *, func: Func | None = None, times: Tensor | None = None,
+              controller: Controller | None = None, tableau: ButcherTableau | None = None,
+              checkpoints: Checkpoints | None = None, event: Callable | None = None,
+              on_attempt: Callable[[Tensor, Tensor, Tensor, Step, Tensor], None] | None = None,
+              interpolate: bool | None = None) -> Solution:
+        """Integrate ``func`` (default: the problem's) over ``times`` (default: the output
+        times) with the problem's controller; a failed solve raises its ``ODEError``."""
+        times = self.time_args() if times is None else times
+        controller = controller or self.controller()
+        self.check_grid(times, controller)
+        solution = integrate(
+            func or self.rhs, y0, times, tableau or self.tableau, controller,
+            self.options.max_steps, checkpoints=checkpoints, on_attempt=on_attempt, event=event,
+            interpolate_outputs=self.options.interpolate if interpolate is None else interpolate)
+        raise_for(solution, self.options, controller)
+        return solution
 
-    def sample_controller(self, norm: Norm = sample_rms_norm
-                          ) -> PerSampleSteps | PerSampleConstantSteps:
-        """Each sample's own grid (``step_size``) or adaptive steps (under ``norm``)."""
-        if self.step_size is not None:
-            return PerSampleConstantSteps(self.step_size)
-        options = self.options
-        return PerSampleSteps(options.rtol, options.atol, self.tableau.order, norm=norm,
-                              **options.controller_settings)
+    def check_grid(self, times: Tensor, controller: Controller) -> None:
+        """Refuse a fixed grid longer than ``max_steps`` before stepping."""
+        if not isinstance(controller, ConstantSteps):
+            return
+        rows = times.detach().tolist()
+        stops = (lambda row: [row[0], row[-1]]) if self.options.interpolate else list
+        total = max(sum(controller.fixed_steps(a, b) for a, b in zip(stops(r), stops(r)[1:]))
+                    for r in rows)
+        if total > self.options.max_steps:
+            raise MaxStepsExceededError(
+                f"fixed-step solve needs {total} steps of {controller.step_size:g}, more than "
+                f"max_steps={self.options.max_steps}; raise max_steps or the step size")
 
-    def report_forward(self, counts: Counts) -> None:
-        if counts.per_sample is None:
+    def report_forward(self, solution: Solution) -> None:
+        counts = solution.counts
+        if not self.per_sample:
             self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted,
                            rejected=counts.rejected)
             return
-        accepted, rejected, nfe = counts.per_sample.tolist()
+        accepted, rejected, nfe = counts.per_group.tolist()
         self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted,
                        rejected=counts.rejected, sample_nfe_forward=sum(nfe),
                        per_sample={"accepted": accepted, "rejected": rejected, "nfe": nfe})
 
 
-def _tensor_time(func: Func) -> Func:
-    """Call ``func`` with ``t`` as a 0-dim tensor on ``y``'s dtype and device, as
-    torchdiffeq does; the solver itself keeps times as Python floats."""
-    def rhs(t: float | Tensor, y: Tensor) -> Tensor:
-        if not isinstance(t, Tensor):
-            t = torch.full((), t, dtype=y.dtype, device=y.device)
-        return func(t, y)
-    return rhs
+def raise_for(solution: Solution, options: SolveOptions, controller: Controller) -> None:
+    """The ``ODEError`` of the first group that failed (a stop is a status in the loop)."""
+    failed = solution.status >= Status.UNDERFLOW
+    if not bool(failed.any()):
+        return
+    group = int(failed.nonzero()[0])
+    code = Status(int(solution.status[group]))
+    t = float(solution.t.detach().reshape(-1)[group])
+    which = "some sample" if options.per_sample else "the solve"
+    if code == Status.NON_FINITE:
+        raise NonFiniteStateError(f"the state or its derivative became non-finite (nan/inf) in "
+                                  f"{which} near t={t:g}")
+    if code == Status.ZERO_SCALE:
+        raise InvalidOptionError(
+            f"atol=0 and a state component is exactly 0 near t={t:g} ({which}): the error scale "
+            "atol + rtol*|y| is 0 there, so no step can be judged; set atol > 0")
+    if code == Status.UNDERFLOW:
+        raise StepSizeUnderflowError(
+            f"step size underflowed at t={t:g} ({which}): steps below the resolution of t "
+            f"(spacing {math.ulp(t):.3g}) do not move it; the problem may be stiff or singular "
+            "there, or its times too large for their spacing; loosen rtol/atol, use another "
+            "solver or shift t")
+    kind = "adaptive" if controller.adaptive else "fixed-step"
+    raise MaxStepsExceededError(
+        f"{kind} solve took max_steps={options.max_steps} steps and reached t={t:g} ({which}) "
+        "short of its last time; raise max_steps or loosen rtol/atol")
 
 
-def _sample_time(func: Func) -> Func:
-    """``per_sample=True``: call ``func`` with ``t`` as a ``(B,)`` tensor, each sample's
-    time (the solver keeps them as ``(B, 1, ..., 1)`` tensors that broadcast on ``y``)."""
+def _user_time(func: Func, per_sample: bool) -> Func:
+    """Call ``func`` with ``t`` as torchdiffeq does: a 0-dim tensor of ``y``'s dtype
+    (per-sample: a ``(B,)`` tensor, each sample's time); the loop keeps times as
+    group-shaped tensors of the time dtype."""
     def rhs(t: Tensor, y: Tensor) -> Tensor:
-        return func(t.reshape(len(y)), y)
+        return func(t.reshape(len(y) if per_sample else ()).to(y.dtype), y)
     return rhs
 
 

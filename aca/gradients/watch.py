@@ -10,7 +10,6 @@ from torch import Tensor
 
 from aca.errors import FuncOutputError, NonFiniteStateError, RandomStateError, UnseenTensorError
 from aca.gradients.replay import RandomLog, RandomStates
-from aca.solvers.step import Scalar
 
 if TYPE_CHECKING:
     from aca.gradients.base import Problem
@@ -33,20 +32,22 @@ class Watched:
         self.start: dict = {}  # the generators' state before the first evaluation
         self.log: RandomLog | None = None
 
-    def __call__(self, t: Scalar, y: Tensor) -> Tensor:
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
         if self.first:
             return self._first_evaluation(t, y)
         if self.log is not None:
             self.log.record()
         return self.problem.rhs(t, y)
 
-    def _first_evaluation(self, t: Scalar, y: Tensor) -> Tensor:
+    def _first_evaluation(self, t: Tensor, y: Tensor) -> Tensor:
         self.first = False
         before = self.generators.get() if self.generators else None
         if self.unseen:
+            state = y.detach()
             with torch.enable_grad():
-                out = self.problem.rhs(t, y.detach())
-            hidden = unseen_tensors(out, self.problem.params) if isinstance(out, Tensor) else []
+                out = self.problem.rhs(t, state)
+            hidden = (unseen_tensors(out, self.problem.params, state)
+                      if isinstance(out, Tensor) else [])
             if hidden:
                 shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
                 raise UnseenTensorError(
@@ -99,7 +100,7 @@ class Watched:
 
     def refused(self) -> RandomStateError:
         """The error for random numbers this problem's gradient cannot replay."""
-        return unreplayable_random(self.problem.options.gradient == "adjoint",
+        return unreplayable_random(self.problem.method.name == "adjoint",
                                    self.problem.per_sample)
 
 
@@ -123,9 +124,10 @@ def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateE
         "(dropout): draw them there, call model.eval(), or use gradient='naive'")
 
 
-def unseen_tensors(output: Tensor, known: list[Tensor]) -> list[Tensor]:
+def unseen_tensors(output: Tensor, known: list[Tensor], state: Tensor) -> list[Tensor]:
     """The leaf tensors requiring grad that ``output`` depends on, other than through
-    the ``known`` tensors (walks the autograd graph of one evaluation)."""
+    the ``known`` tensors and the ``state`` func was given (or a view of it that func set
+    to require grad, as torchdiffeq's CNF example does): walks one evaluation's graph."""
     if output.grad_fn is None:
         return []
     known_ids = {id(t) for t in known}
@@ -137,7 +139,8 @@ def unseen_tensors(output: Tensor, known: list[Tensor]) -> list[Tensor]:
             continue
         seen.add(node)
         leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
-        if leaf is not None and id(leaf) not in known_ids:
+        if (leaf is not None and id(leaf) not in known_ids and leaf is not state
+                and leaf._base is not state):
             found.append(leaf)
         stack.extend(next_node for next_node, _ in node.next_functions)
     return found

@@ -1,22 +1,18 @@
-"""Explicit Runge–Kutta solvers: tableaus (data), one step, step-size control, the loop."""
+"""Explicit Runge–Kutta solvers: tableaus (data), one step, step-size controllers
+(policies with explicit state, and wrappers), the one loop."""
 
 from aca.solvers.control import (
     AdaptiveSteps,
     ConstantSteps,
-    PerSampleConstantSteps,
-    PerSampleSteps,
+    Controller,
+    Norm,
+    Status,
     rms_norm,
 )
-from aca.solvers.integrate import (
-    Checkpoints,
-    Counts,
-    SampleCheckpoints,
-    integrate,
-    integrate_per_sample,
-)
-from aca.solvers.step import Step, dense_output, rk_step
+from aca.solvers.integrate import Checkpoints, Counts, Solution, integrate
+from aca.solvers.step import Step, interpolate, rk_step
 from aca.solvers.tableau import ALIASES, SOLVERS, ButcherTableau
 
 __all__ = ["ALIASES", "SOLVERS", "AdaptiveSteps", "ButcherTableau", "Checkpoints", "ConstantSteps",
-           "Counts", "PerSampleConstantSteps", "PerSampleSteps", "SampleCheckpoints", "Step",
-           "dense_output", "integrate", "integrate_per_sample", "rk_step", "rms_norm"]
+           "Controller", "Counts", "Norm", "Solution", "Status", "Step", "integrate",
+           "interpolate", "rk_step", "rms_norm"]

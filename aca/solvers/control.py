@@ -1,101 +1,97 @@
-"""Step-size controllers: policies, separate from the method and the loop.
+"""Step-size controllers: policies with explicit state, separate from the method and
+the loop (diffrax's controller protocol, batch-native as torchode's).
 
-A controller proposes the next step towards an output time and judges the
-attempt. ``ConstantSteps`` walks a fixed grid (every step accepted, no host
-sync); ``AdaptiveSteps`` reproduces torchdiffeq's controller (safety 0.9, growth
-in [0.2, 10], no shrinking after an accepted step, RMS error norm, Hairer's
-initial step), so a solve here takes the same steps as ``torchdiffeq.odeint``.
+Every tensor a controller sees or returns has one value per *group* of the state,
+shaped ``(S, 1, ..., 1)`` to broadcast against it: ``S = 1`` when the whole state
+shares its steps, ``S = B`` with ``per_sample=True``. A controller
 
-Times and step sizes come in pairs: a Python float that drives the decisions,
-and the argument the step is taken with, which is the same float, or a 0-dim
-tensor in the autograd graph when step sizes are differentiated (``naive``).
+- ``init(func, t0, y0, t_end)`` -> ``(state, k1, nfe)``: its first state, and the
+  first stage ``func(t0, y0)`` when it evaluated it;
+- ``propose(state, t, y, target)`` -> ``(h, t_next, landing)``: the next step towards
+  ``target`` (``landing``: the step ends on it exactly; ``h = t_next - t``, so time
+  and state always advance together);
+- ``judge(state, t, t_next, y, step, h, landing, running, reject)`` -> ``(accept, state,
+  status)``: each running group's decision, the next state, and a ``Status`` other
+  than ``RUNNING`` for a group that cannot go on (``reject``: groups whose attempt
+  must be rejected whatever its error, see ``aca.solvers.integrate``).
+
+``AdaptiveSteps`` reproduces torchdiffeq's controller (safety 0.9, growth in
+[0.2, 10], no shrinking after an accepted step, RMS error norm, Hairer's initial
+step); ``ConstantSteps`` walks a grid. Wrappers (``aca.solvers.wrappers``) add step
+bounds, step and jump times and callbacks to either.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from aca.errors import (
-    MaxStepsExceededError,
-    NonFiniteStateError,
-    StepSizeUnderflowError,
-)
-from aca.solvers.step import Func, Scalar, Step
+from aca.solvers.step import Func, Step
 
-Norm = Callable[[Tensor], Tensor]
-#: ``(h, h_arg, t_next, t_next_arg)``: a proposed step as floats and as step arguments
-Proposal = tuple[float, Scalar, float, Scalar]
+#: ``norm(x, groups)``: one non-negative value per group, ``(S,)``
+Norm = Callable[[Tensor, int], Tensor]
 
 
-def _valued(value: float, arg: Scalar) -> Scalar:
-    """``arg`` (a step size or time in the autograd graph) with the value of the float
-    that decides, its derivative kept: in the state's dtype (float32) the arguments
-    would otherwise drift from the floats, a landing step by up to an ulp of t, and
-    the step sizes after it inherit that error multiplicatively."""
-    if not isinstance(arg, Tensor):
-        return value
-    return arg - arg.detach() + value
+class Status(enum.IntEnum):
+    """Where a group's solve stands (torchode's status codes): a stop is a status,
+    and the caller turns a failure (``UNDERFLOW`` and after) into an ``aca.ODEError``."""
+
+    RUNNING = 0
+    DONE = 1
+    EVENT = 2
+    UNDERFLOW = 3
+    NON_FINITE = 4
+    ZERO_SCALE = 5
+    MAX_STEPS = 6
 
 
-def rms_norm(x: Tensor) -> Tensor:
-    """Root mean square over every element."""
-    return x.pow(2).mean().sqrt()
+class Controller(Protocol):
+    adaptive: bool
+
+    def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
+             ) -> tuple[Any, Tensor | None, int]: ...
+
+    def propose(self, state: Any, t: Tensor, y: Tensor, target: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def judge(self, state: Any, t: Tensor, t_next: Tensor, y: Tensor, step: Step, h: Tensor,
+              landing: Tensor, running: Tensor, reject: Tensor | None
+              ) -> tuple[Tensor, Any, Tensor]: ...
 
 
-def _precise(x: Tensor) -> Tensor:
+def rms_norm(x: Tensor, groups: int) -> Tensor:
+    """Root mean square of each group's entries. In the autograd graph a zero norm
+    gets a zero derivative (not the nan of sqrt at 0)."""
+    mean_square = x.reshape(groups, -1).pow(2).mean(1)
+    if not x.requires_grad:
+        return mean_square.sqrt()
+    positive = mean_square > 0
+    return torch.where(positive, torch.where(positive, mean_square, 1.0).sqrt(), 0.0)
+
+
+def precise(x: Tensor) -> Tensor:
     """float16/bfloat16 in float32, so that error norms neither overflow nor round to 0."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-class ConstantSteps:
-    """Steps of ``step_size`` on the grid ``t_k + j·step_size`` of each output
-    interval ``[t_k, t_{k+1}]``, the last one landing on ``t_{k+1}``."""
+def _choose(keep: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    return torch.where(keep, new, old)
 
-    adaptive = False
 
-    def __init__(self, step_size: float) -> None:
-        self.step_size = step_size
-        self.target: float | None = None
+@dataclass(frozen=True)
+class AdaptiveState:
+    """The step size to try next, the last accepted error ratio (PI control), and the
+    smallest step each group may take (16 ulps of the largest |t| on its way)."""
 
-    def start(self, func: Func, times: list[float], t_arg: Scalar, y: Tensor,
-              max_steps: int) -> tuple[Tensor | None, int]:
-        """Refuse a grid longer than ``max_steps`` before stepping; no evaluation."""
-        total = sum(self._steps_between(a, b) for a, b in zip(times, times[1:]))
-        if total > max_steps:
-            raise MaxStepsExceededError(
-                f"fixed-step solve needs {total} steps of {self.step_size:g}, more than "
-                f"max_steps={max_steps}; raise max_steps or the step size")
-        return None, 0
-
-    def _steps_between(self, a: float, b: float) -> int:
-        return max(1, math.ceil(abs(b - a) / self.step_size - 1e-9))
-
-    def propose(self, t: float, t_arg: Scalar, target: float, target_arg: Scalar) -> Proposal:
-        if target != self.target:  # a new output interval: lay out its grid
-            self.target, self.done = target, 0
-            self.n_steps = self._steps_between(t, target)
-            self.origin, self.origin_arg = t, t_arg
-            self.signed_step = math.copysign(self.step_size, target - t)
-        if self.done == self.n_steps - 1:
-            return target - t, target_arg - t_arg, target, target_arg
-        offset = (self.done + 1) * self.signed_step
-        t_next, t_next_arg = self.origin + offset, self.origin_arg + offset
-        return t_next - t, t_next_arg - t_arg, t_next, t_next_arg
-
-    def accept(self, y: Tensor, step: Step, h: float, h_arg: Scalar, t: float,
-               target: float) -> bool:
-        self.done += 1
-        return True
-
-    def arrived(self, y: Tensor, t: float) -> None:
-        """At an output time: the one check of the interval (one host sync)."""
-        if not bool(torch.isfinite(y).all()):
-            raise NonFiniteStateError(f"the state became non-finite (nan/inf) by t={t:g}")
+    h: Tensor
+    prev_ratio: Tensor
+    smallest: Tensor
 
 
 @dataclass
@@ -103,8 +99,11 @@ class AdaptiveSteps:
     """Accept a step when its scaled error ``‖err / (atol + rtol·max(|y0|,|y1|))‖ ≤ 1``;
     the next step is ``h · clip(safety · ratio^(-α) · prev_ratio^β, dfactor, ifactor)``
     with ``α = 1/order - 0.75 β`` (``pi_beta = 0`` is the classical I-controller;
-    Hairer's PI control uses about 0.04–0.08). With ``differentiable`` the step
-    sizes are tensors in the autograd graph (naive)."""
+    Hairer's PI control uses about 0.04–0.08), not below 1 after an accepted step; after
+    a step shortened to land on an output time the step proposed before it goes on.
+    ``first_step``: the first step's size instead of Hairer's choice (one evaluation less).
+    ``frozen``: when step sizes are in the autograd graph (naive), only the first is
+    (torchdiffeq's odeint)."""
 
     rtol: float
     atol: float
@@ -114,224 +113,152 @@ class AdaptiveSteps:
     dfactor: float = 0.2
     pi_beta: float = 0.0
     norm: Norm = rms_norm
-    differentiable: bool = False
+    frozen: bool = False
+    first_step: float | None = None
 
     adaptive = True
 
-    def __post_init__(self) -> None:
-        self.alpha = 1.0 / self.order - 0.75 * self.pi_beta
-        self.prev_ratio = 1.0
-        self.before_landing: tuple[float, Scalar] | None = None
+    @property
+    def alpha(self) -> float:
+        return 1.0 / self.order - 0.75 * self.pi_beta
 
-    def start(self, func: Func, times: list[float], t_arg: Scalar, y: Tensor,
-              max_steps: int) -> tuple[Tensor | None, int]:
-        """Evaluate ``func`` at the start (the first step's first stage) and choose
-        the first step; returns that stage and the evaluations made (2)."""
-        k1 = func(t_arg, y)
-        direction = 1.0 if times[-1] >= times[0] else -1.0
-        self.h_arg, self.h = self.initial_step(func, t_arg, y, k1, direction)
-        return k1, 2
-
-    def propose(self, t: float, t_arg: Scalar, target: float, target_arg: Scalar) -> Proposal:
-        landing = abs(self.h) >= abs(target - t) * (1 - 1e-9)
-        # a step shortened to land on an output time says nothing about the step size
-        # the solution allows: after it, go on with the step proposed before it
-        self.before_landing = (self.h, self.h_arg) if landing else None
-        if landing:
-            return target - t, _valued(target - t, target_arg - t_arg), target, target_arg
-        return self.h, self.h_arg, t + self.h, _valued(t + self.h, t_arg + self.h_arg)
-
-    def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor) -> Tensor:
-        y0, y1, error = _precise(y0), _precise(y1), _precise(error)
-        scale = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
-        return self.norm(error / scale)
-
-    def factor(self, ratio: float) -> tuple[float, bool]:
-        """Growth factor of the step size after a step with this error ratio (the one
-        formula), and whether it was clipped (naive differentiates the unclipped one)."""
-        if not math.isfinite(ratio):
-            return self.dfactor, True
-        growth = self.safety * max(ratio, 1e-30) ** -self.alpha * self.prev_ratio ** self.pi_beta
-        low = 1.0 if ratio <= 1.0 else self.dfactor
-        factor = min(self.ifactor, max(low, growth))
-        return factor, factor != growth or ratio <= 0.0
-
-    def accept(self, y: Tensor, step: Step, h: float, h_arg: Scalar, t: float,
-               target: float) -> bool:
-        """Judge the attempt (the one host sync of an adaptive attempt) and set the
-        next step size."""
-        ratio = self.error_ratio(y, step.y, step.error)
-        ratio_value = ratio.item()
-        factor, clipped = self.factor(ratio_value)
-        self.h = h * factor
-        if not self.differentiable:
-            self.h_arg = self.h
-        elif clipped:
-            self.h_arg = _valued(self.h, h_arg * factor)
-        else:  # the same value, with d factor / d ratio = -α factor / ratio in the graph
-            self.h_arg = _valued(self.h, h_arg * (factor * (ratio / ratio_value) ** -self.alpha))
-        if ratio_value <= 1.0:
-            self.prev_ratio = max(ratio_value, 1e-4)  # the PI controller's memory
-            if self.before_landing is not None and abs(self.before_landing[0]) > abs(self.h):
-                self.h, self.h_arg = self.before_landing
-            return True
-        if abs(self.h) < 16 * math.ulp(max(abs(t), abs(target))):
-            if not math.isfinite(ratio_value):
-                raise NonFiniteStateError(
-                    f"the state or its derivative is non-finite (nan/inf) near t={t:g}")
-            raise StepSizeUnderflowError(
-                f"step size {self.h:.3g} underflowed at t={t:g}: the problem may be "
-                "stiff or singular there; loosen rtol/atol or use another solver")
-        return False
-
-    def arrived(self, y: Tensor, t: float) -> None:
-        """Nothing to check: a non-finite state fails the error test."""
-
-    def initial_step(self, func: Func, t0: Scalar, y0: Tensor, f0: Tensor,
-                     direction: float) -> tuple[Scalar, float]:
-        """Hairer, Nørsett & Wanner, Solving ODEs I, II.4: one extra evaluation.
-        Returns the signed step (a tensor in the graph when ``differentiable``)
-        and its value."""
-        differentiable, state_dtype = self.differentiable, y0.dtype
-        y0, f0 = _precise(y0), _precise(f0)
-        scale = y0.abs() * self.rtol + self.atol
-        d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
-        d0_value, d1_value = torch.stack([d0, d1]).tolist()
-        h0 = 0.01 * d0 / d1 if d0_value >= 1e-5 and d1_value >= 1e-5 else d0.new_tensor(1e-6)
-        h0_step = direction * (h0 if differentiable else h0.item())
-        f1 = _precise(func(t0 + h0_step, (y0 + h0_step * f0).to(state_dtype)))
-        d2 = self.norm((f1 - f0) / scale) / h0
-        # the larger by value: torch.maximum would send a zero gradient through the other,
-        # and a zero norm's sqrt turns that into nan (f constant near t0: d2 = 0)
-        d2_value = d2.item()
-        d_max = d1 if d1_value >= d2_value else d2
-        if max(d1_value, d2_value) <= 1e-15:
-            h1 = torch.clamp_min(h0 * 1e-3, 1e-6)
+    def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
+             ) -> tuple[AdaptiveState, Tensor, int]:
+        """Evaluate ``func`` at the start and choose each group's first step (Hairer,
+        Nørsett & Wanner, Solving ODEs I, II.4): 2 evaluations (1 with ``first_step``)."""
+        k1 = func(t0, y0)
+        direction = torch.sign(t_end - t0)
+        # the smallest step a group may take: 16 ulps of the largest |t| on its way
+        far = torch.maximum(t0.detach().abs(), t_end.detach().abs())
+        smallest = 16 * (torch.nextafter(far, far.new_tensor(math.inf)) - far)
+        if self.first_step is not None:
+            h, nfe = direction * self.first_step, 1
         else:
-            h1 = (0.01 / d_max) ** (1.0 / self.order)  # Hairer's IORD: the method's order
-        h = direction * torch.minimum(100 * h0, h1)
-        h_value = h.item()
-        return (h if differentiable else h_value), h_value
+            h, nfe = self.initial_step(func, t0, y0, k1, direction), 2
+        return AdaptiveState(h, torch.ones_like(t0.detach()), smallest), k1, nfe
 
-
-def sample_rms_norm(x: Tensor) -> Tensor:
-    """Root mean square of each sample (row of the leading batch dimension), shaped to
-    broadcast against ``x`` (``(B, 1, ..., 1)``)."""
-    return x.reshape(len(x), -1).pow(2).mean(1).sqrt().view(column_shape(x))
-
-
-def column_shape(x: Tensor) -> tuple[int, ...]:
-    """``(B, 1, ..., 1)``: one value per sample, broadcasting against ``x``."""
-    return (len(x),) + (1,) * (x.dim() - 1)
-
-
-def _ulp(x: Tensor) -> Tensor:
-    return torch.nextafter(x, x.new_tensor(math.inf)) - x
-
-
-@dataclass
-class PerSampleSteps(AdaptiveSteps):
-    """``AdaptiveSteps`` with one step size, error norm and accept/reject decision per
-    sample (``per_sample=True``): the same formulas on ``(B, 1, ..., 1)`` tensors of
-    times and step sizes, so a sample takes the steps it would take alone. Samples
-    that have arrived take steps of size 0 (masked: their state does not change).
-    Step sizes are in the autograd graph whenever the state is (naive)."""
-
-    norm: Norm = sample_rms_norm
-
-    def start(self, func: Func, t0: Tensor, end: Tensor, y: Tensor) -> tuple[Tensor, int]:
-        """Evaluate ``func`` at the start and choose each sample's first step (Hairer's
-        rule, as ``AdaptiveSteps.initial_step`` for each sample); 2 evaluations."""
-        k1 = func(t0, y)
-        direction = torch.sign(end - t0)
-        state_dtype, y0, f0 = y.dtype, _precise(y), _precise(k1)
-        scale = y0.abs() * self.rtol + self.atol
-        d0, d1 = self.norm(y0 / scale), self.norm(f0 / scale)
+    def initial_step(self, func: Func, t0: Tensor, y0: Tensor, f0: Tensor,
+                     direction: Tensor) -> Tensor:
+        """Hairer's rule for each group, one extra evaluation; differentiable where the
+        state is (naive), with zero norms handled without nan."""
+        groups, column = direction.numel(), direction.shape
+        state_dtype, y, f = y0.dtype, precise(y0), precise(f0)
+        scale = y.abs() * self.rtol + self.atol
+        if self.atol == 0:  # a zero component has no scale: leave it out (judge refuses it)
+            scale = torch.where(scale == 0, math.inf, scale)
+        d0 = self.norm(y / scale, groups).view(column)
+        d1 = self.norm(f / scale, groups).view(column)
         big = (d0 >= 1e-5) & (d1 >= 1e-5)
         h0 = torch.where(big, 0.01 * d0 / torch.where(big, d1, 1.0), d0.new_tensor(1e-6))
-        f1 = _precise(func(t0 + direction * h0, (y0 + direction * h0 * f0).to(state_dtype)))
-        d2 = self.norm((f1 - f0) / scale) / h0
-        d_max = torch.maximum(d1, d2)
+        step = direction * h0.to(direction.dtype)
+        f1 = precise(func(t0 + step, (y + step.to(y.dtype) * f).to(state_dtype)))
+        d2 = self.norm((f1 - f) / scale, groups).view(column) / h0
+        d_max = torch.where(d1 >= d2, d1, d2)
         flat = d_max <= 1e-15
         h1 = torch.where(flat, torch.clamp_min(h0 * 1e-3, 1e-6),
                          (0.01 / torch.where(flat, 1.0, d_max)) ** (1.0 / self.order))
-        self.h = direction * torch.minimum(100 * h0, h1)
-        self.prev_ratio = torch.ones_like(self.h)
-        # the smallest step a sample may take: 16 ulps of the largest |t| on its way
-        self.smallest = 16 * _ulp(torch.maximum(t0.detach().abs(), end.detach().abs()))
-        return k1, 2
+        return direction * torch.minimum(100 * h0, h1).to(direction.dtype)
 
-    def propose(self, t: Tensor, end: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
-        """Each sample's next step ``(h, t_next, landing)``: a step that would reach the
-        end lands on it exactly (arrived samples: ``h = 0``)."""
-        landing = self.h.detach().abs() >= (end - t).detach().abs() * (1 - 1e-9)
-        self.before_landing = self.h
-        return (torch.where(landing, end - t, self.h), torch.where(landing, end, t + self.h),
-                landing)
+    def propose(self, state: AdaptiveState, t: Tensor, y: Tensor, target: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        landing = state.h.detach().abs() >= (target - t).detach().abs() * (1 - 1e-9)
+        t_next = torch.where(landing, target, t + state.h)
+        return t_next - t, t_next, landing
 
-    def judge(self, y: Tensor, step: Step, h: Tensor, landing: Tensor,
-              active: Tensor) -> tuple[Tensor, Tensor]:
-        """Each active sample's decision (``(B, 1, ...)`` bools) and the next step
-        sizes; also returns which rejected samples' step size underflowed (checked by
-        the caller at its one host sync)."""
-        # arrived samples (h = 0, no error) get a dummy error: a zero norm's derivative is inf
-        ratio = self.error_ratio(y, step.y, torch.where(active, step.error, 1.0))
+    def error_ratio(self, y0: Tensor, y1: Tensor, error: Tensor, groups: int
+                    ) -> tuple[Tensor, Tensor | None]:
+        """Each group's scaled error norm, and (``atol = 0`` only) which groups have an
+        error scale of exactly 0 somewhere (a zero state component)."""
+        y0, y1, error = precise(y0), precise(y1), precise(error)
+        scale = torch.maximum(y0.abs(), y1.abs()).mul_(self.rtol).add_(self.atol)
+        zero = (scale.reshape(groups, -1) == 0).any(1) if self.atol == 0 else None
+        return self.norm(error / scale, groups), zero
+
+    def factor(self, ratio: Tensor, prev_ratio: Tensor) -> Tensor:
+        """The growth factor of the step size after a step with this error ratio (the one
+        formula); in the autograd graph through the ratio unless clipped."""
         value = ratio.detach()
         finite = torch.isfinite(value)
-        safe = torch.where(finite, ratio, 1.0).clamp_min(1e-30)
-        growth = self.safety * safe ** -self.alpha
+        growth = self.safety * torch.where(finite, ratio, 1.0).clamp_min(1e-30) ** -self.alpha
         if self.pi_beta:
-            growth = growth * self.prev_ratio ** self.pi_beta
-        # clip to [1, ifactor] after an accepted step, [dfactor, ifactor] after a rejection
-        clipped = torch.where(value <= 1.0, growth.clamp(1.0, self.ifactor),
-                              growth.clamp(self.dfactor, self.ifactor))
-        factor = torch.where(finite, clipped, self.dfactor)
-        h_new = h * factor
-        accept = active & (value <= 1.0)
-        self.prev_ratio = torch.where(accept, value.clamp_min(1e-4), self.prev_ratio)
-        keep = accept & landing & (self.before_landing.detach().abs() > h_new.detach().abs())
-        self.h = torch.where(keep, self.before_landing, h_new)
-        return accept, finite
+            growth = growth * prev_ratio ** self.pi_beta
+        low = torch.where(value <= 1.0, 1.0, self.dfactor)
+        return torch.where(finite, growth.clamp_min(low).clamp_max(self.ifactor), self.dfactor)
 
-    def underflowed(self, rejected: Tensor) -> Tensor:
-        """Rejected samples whose step size fell below what floating point resolves."""
-        return rejected & (self.h.detach().abs() < self.smallest)
+    def judge(self, state: AdaptiveState, t: Tensor, t_next: Tensor, y: Tensor, step: Step,
+              h: Tensor, landing: Tensor, running: Tensor, reject: Tensor | None
+              ) -> tuple[Tensor, AdaptiveState, Tensor]:
+        column = h.shape
+        ratio, zero_scale = self.error_ratio(y, step.y, step.error, running.numel())
+        ratio = ratio.view(column)
+        if reject is not None:
+            ratio = torch.where(reject, math.inf, ratio)
+        value = ratio.detach()
+        finite = torch.isfinite(value)
+        h_new = h * self.factor(ratio, state.prev_ratio).to(h.dtype)
+        if self.frozen:
+            h_new = h_new.detach()
+        accept = running & (value <= 1.0)
+        keep = accept & landing & (state.h.detach().abs() > h_new.detach().abs())
+        state = AdaptiveState(_choose(keep, state.h, h_new),
+                              _choose(accept, value.clamp_min(1e-4), state.prev_ratio),
+                              state.smallest)
+        rejected = running & ~accept
+        status = torch.where(rejected & (state.h.detach().abs() < state.smallest),
+                             torch.where(finite, int(Status.UNDERFLOW), int(Status.NON_FINITE)),
+                             int(Status.RUNNING))
+        if zero_scale is not None:
+            status = torch.where(zero_scale.view(column) & running, int(Status.ZERO_SCALE), status)
+        return accept, state, status
 
 
-class PerSampleConstantSteps:
-    """``ConstantSteps`` for ``per_sample=True``: each sample walks its own grid
-    ``t_b0 + j·step_size`` from its first time, the last step landing on its last time,
-    so a sample takes the steps it would take alone. Every step is accepted (the state
-    must stay finite); arrived samples take steps of size 0."""
+@dataclass(frozen=True)
+class GridState:
+    """Where each group's grid starts (its last stop) and the steps taken on it."""
+
+    origin: Tensor
+    taken: Tensor
+
+
+@dataclass
+class ConstantSteps:
+    """Steps of ``step_size`` on the grid ``t_s + j·step_size`` from each group's last
+    stop ``t_s``, the last one landing on the next stop. Every step of a running group
+    is accepted while its state stays finite."""
+
+    step_size: float
 
     adaptive = False
 
-    def __init__(self, step_size: float) -> None:
-        self.step_size = step_size
+    def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
+             ) -> tuple[GridState, None, int]:
+        return GridState(t0, torch.zeros_like(t0.detach())), None, 0
 
-    def start(self, func: Func, t0: Tensor, end: Tensor, y: Tensor) -> tuple[None, int]:
-        """Lay out each sample's grid; no evaluation."""
-        self.origin, self.taken = t0, torch.zeros_like(t0.detach())
-        self.signed_step = torch.sign(end.detach() - t0.detach()) * self.step_size
-        self.n_steps = torch.clamp_min(torch.ceil(
-            (end.detach() - t0.detach()).abs() / self.step_size - 1e-9), 1.0)
-        return None, 0
+    def steps_between(self, a: Tensor, b: Tensor) -> Tensor:
+        """The grid's number of steps from ``a`` to ``b`` (at least 1)."""
+        return torch.clamp_min(torch.ceil((b - a).detach().abs() / self.step_size - 1e-9), 1.0)
 
-    def propose(self, t: Tensor, end: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The next grid point of each sample (its last time for the last step)."""
-        landing = self.taken >= self.n_steps - 1
-        t_next = torch.where(landing, end, self.origin + (self.taken + 1) * self.signed_step)
+    def propose(self, state: GridState, t: Tensor, y: Tensor, target: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        landing = state.taken >= self.steps_between(state.origin, target) - 1
+        signed = torch.sign((target - state.origin).detach()) * self.step_size
+        t_next = torch.where(landing, target, state.origin + (state.taken + 1) * signed)
         return t_next - t, t_next, landing
 
-    def judge(self, y: Tensor, step: Step, h: Tensor, landing: Tensor,
-              active: Tensor) -> tuple[Tensor, Tensor]:
-        """Accept every active sample whose new state is finite."""
-        finite = torch.isfinite(step.y).reshape(len(y), -1).all(1).view(active.shape)
-        accept = active & finite
-        self.taken = self.taken + accept
-        return accept, finite
+    def judge(self, state: GridState, t: Tensor, t_next: Tensor, y: Tensor, step: Step,
+              h: Tensor, landing: Tensor, running: Tensor, reject: Tensor | None
+              ) -> tuple[Tensor, GridState, Tensor]:
+        groups = running.numel()
+        finite = torch.isfinite(step.y).reshape(groups, -1).all(1).view(running.shape)
+        if reject is not None:
+            finite = finite & ~reject
+        accept = running & finite
+        lands = accept & landing
+        state = GridState(_choose(lands, t_next, state.origin),
+                          torch.where(lands, 0.0, state.taken + accept))
+        status = torch.where(running & ~finite, int(Status.NON_FINITE), int(Status.RUNNING))
+        return accept, state, status
 
-    def underflowed(self, rejected: Tensor) -> Tensor:
-        """A fixed step is rejected only when the state became non-finite: fatal."""
-        return rejected
-
+    def fixed_steps(self, t0: float, t1: float) -> int:
+        """The steps of a grid from ``t0`` to ``t1`` (for the ``max_steps`` check)."""
+        return max(1, math.ceil(abs(t1 - t0) / self.step_size - 1e-9))

@@ -1,147 +1,44 @@
-"""The integration loop shared by every gradient method.
+"""The one integration loop, shared by every gradient method and mode.
 
-It walks from ``times[0]`` to the last output time, landing on it exactly, and
-either lands on every output time on the way or (``interpolate``) reads them off
-the continuous extension of the accepted step that holds them, so that output
-times never shorten a step. A controller (``ConstantSteps`` or ``AdaptiveSteps``)
-proposes and judges the steps. What a gradient method needs from the forward
-pass it asks for: ``time_args`` (times as tensors in the autograd graph, for
-naive) and ``checkpoints`` (a record of the accepted steps, for ACA).
+The state is split into *groups* that step independently: one group (the whole
+state shares its steps, the error norm spans it) or one per sample
+(``per_sample=True``). Times are ``(S, T)`` tensors of the time dtype, every group's
+``t`` and ``h`` a value of an ``(S, 1, ..., 1)`` tensor, so the shared mode is the
+one-group case of the same code. Each attempt is one batched step of every group;
+groups that have arrived take steps of size 0. A group walks to its last output time
+and lands on it exactly, and either lands on every output time on the way or
+(``interpolate``) reads the others off the continuous extension of the accepted step
+that holds them, so output times never shorten a step. One host sync per attempt.
+
+A stop is a status (``Status``), not an exception: the loop returns a ``Solution``
+and the caller raises for a failure. What a gradient method needs from the forward
+pass it asks for: ``checkpoints`` (the accepted steps, for ACA), ``on_attempt`` (every
+attempt, for the per-sample adjoint's parameter quadrature), ``event`` (stop a group
+when it crosses zero).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from aca.errors import MaxStepsExceededError, NonFiniteStateError, StepSizeUnderflowError
-from aca.solvers.control import (
-    AdaptiveSteps,
-    ConstantSteps,
-    PerSampleConstantSteps,
-    PerSampleSteps,
-    column_shape,
-)
-from aca.solvers.step import Func, Scalar, Step, dense_output, rk_step
+from aca.solvers.control import Controller, Status
+from aca.solvers.step import Func, Step, interpolate, rk_step
 from aca.solvers.tableau import ButcherTableau
 
-
-@dataclass
-class Checkpoints:
-    """The accepted steps of a forward solve: start time ``times[i]`` and size
-    ``steps[i]`` of every step, the start state of the steps in ``states`` (every
-    ``stride``-th one when ``max_states`` bounds memory: the stride doubles each
-    time the budget is exceeded), the indices of the output times the steps land
-    on (``stops``: all of them, or the first and last when interpolating), the number
-    of steps completed at each stop after the first (``segment_ends``), and the
-    output times interpolated inside step ``i`` (``inside[i]``, their indices).
-    ``annotate``, if given, is called on every accepted step with the evaluations
-    its attempt made and whether its first stage came from elsewhere (FSAL); its
-    results are kept in ``notes``."""
-
-    max_states: int | None = None
-    annotate: Callable[[int, bool], object] | None = None
-    times: list[float] = field(default_factory=list)
-    steps: list[float] = field(default_factory=list)
-    states: dict[int, Tensor] = field(default_factory=dict)
-    stops: list[int] = field(default_factory=list)
-    segment_ends: list[int] = field(default_factory=list)
-    inside: dict[int, list[int]] = field(default_factory=dict)
-    notes: list[object] = field(default_factory=list)
-    stride: int = 1
-
-    def add(self, t: float, h: float, y: Tensor, evaluations: int = 0,
-            first_stage_given: bool = False, inside: Sequence[int] = ()) -> None:
-        index = len(self.times)
-        self.times.append(t)
-        self.steps.append(h)
-        if inside:
-            self.inside[index] = list(inside)
-        if self.annotate is not None:
-            self.notes.append(self.annotate(evaluations, first_stage_given))
-        if index % self.stride:
-            return
-        self.states[index] = y
-        if self.max_states is not None and len(self.states) > self.max_states:
-            self.stride *= 2
-            self.states = {i: s for i, s in self.states.items() if i % self.stride == 0}
+#: ``(output indices, groups, values)``: outputs written by one attempt
+Piece = tuple[Tensor, Tensor, Tensor]
 
 
-@dataclass
-class Counts:
-    """Evaluations (batched calls of ``func``), accepted and rejected steps; a per-sample
-    solve also gives each sample's accepted, rejected and evaluations (``(3, B)``)."""
-
-    nfe: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    per_sample: Tensor | None = None
-
-
-def integrate(
-    func: Func,
-    y0: Tensor,
-    times: list[float],
-    tableau: ButcherTableau,
-    controller: ConstantSteps | AdaptiveSteps,
-    max_steps: int,
-    time_args: list[Scalar] | None = None,
-    checkpoints: Checkpoints | None = None,
-    interpolate: bool = False,
-) -> tuple[list[Tensor], Counts]:
-    """Solve from ``times[0]`` and return the state at every time in ``times``.
-
-    ``time_args``: the same times as the step should see them (0-dim tensors in
-    the autograd graph); by default the floats themselves. ``interpolate``:
-    land only on the last time and interpolate the others inside the accepted
-    steps (``y(t_i + θ h_i)`` with ``θ = (t_k - t_i) / h_i`` from the time arguments).
-    One host sync per adaptive attempt (the accept/reject decision), one per
-    landing on a grid.
-    """
-    args = times if time_args is None else time_args
-    stops = [0, len(times) - 1] if interpolate else list(range(len(times)))
-    forward = 1.0 if times[-1] > times[0] else -1.0
-    counts = Counts()
-    t, t_arg, y = times[0], args[0], y0
-    k1, counts.nfe = controller.start(func, [times[k] for k in stops], t_arg, y, max_steps)
-    outputs = [y0]
-    if checkpoints is not None:
-        checkpoints.stops = stops
-    attempts = 0
-    for stop in stops[1:]:
-        target, target_arg = times[stop], args[stop]
-        while t != target:
-            if attempts >= max_steps:  # (a grid longer than max_steps is refused at start)
-                raise MaxStepsExceededError(
-                    f"adaptive solve took max_steps={max_steps} steps and reached t={t:g} "
-                    f"of {target:g}; raise max_steps or loosen rtol/atol")
-            attempts += 1
-            h, h_arg, t_next, t_next_arg = controller.propose(t, t_arg, target, target_arg)
-            end = len(outputs)  # the output times up to t_next (before the stop) fall inside
-            while end < stop and forward * (times[end] - t_next) <= 0:
-                end += 1
-            inside = range(len(outputs), end)
-            step = rk_step(func, t_arg, y, h_arg, tableau, k1=k1, t_next=t_next_arg,
-                           with_error=controller.adaptive, dense=bool(inside))
-            counts.nfe += step.nfe
-            if controller.accept(y, step, h, h_arg, t, target):
-                outputs += [dense_output(y, h_arg, step.stages, tableau, (args[k] - t_arg) / h_arg)
-                             for k in inside]
-                if checkpoints is not None:
-                    checkpoints.add(t, h, y, step.nfe, k1 is not None, inside)
-                t, t_arg, y, k1 = t_next, t_next_arg, step.y, step.k_last
-                counts.accepted += 1
-            else:
-                counts.rejected += 1
-        controller.arrived(y, t)
-        outputs.append(y)
-        if checkpoints is not None:
-            checkpoints.segment_ends.append(len(checkpoints.times))
-    return outputs, counts
+def column_shape(y: Tensor, groups: int) -> tuple[int, ...]:
+    """``(S, 1, ..., 1)``: one value per group, broadcasting against ``y`` (the whole
+    shape for one group)."""
+    if groups == 1:
+        return (1,) * y.dim()
+    return (groups,) + (1,) * (y.dim() - 1)
 
 
 def _grow(buffer: Tensor, needed: int, limit: int | None = None) -> Tensor:
@@ -156,175 +53,247 @@ def _grow(buffer: Tensor, needed: int, limit: int | None = None) -> Tensor:
     return grown
 
 
-class SampleCheckpoints:
-    """The accepted steps of a per-sample solve, aligned by step number: row ``j`` of
-    ``times``/``steps`` holds each sample's ``j``-th accepted step (start time and
-    size; sample ``b`` has ``counts[b]`` steps), ``states[j // stride]`` their start
+@dataclass
+class Checkpoints:
+    """The accepted steps of a forward solve, aligned by step number: row ``j`` of
+    ``times``/``steps`` holds each group's ``j``-th accepted step (start time and
+    size; group ``b`` has ``counts[b]`` steps), ``states[j // stride]`` their start
     states for every ``stride``-th ``j`` (the stride doubles when ``max_states`` would
-    be exceeded), ``slot[b, k]`` the step of sample ``b`` that holds its output time
-    ``k`` and ``inside[j]`` the pairs ``(samples, output indices)`` that steps ``j`` hold
-    (two index tensors). Written
-    without host syncs: rows not written go to each buffer's last (scratch) row."""
+    be exceeded), ``inside[j]``/``lands[j]`` the ``(output indices, groups)`` that
+    steps ``j`` interpolate or land on, ``starts[j]`` the output time each group's
+    step ``j`` counts its interval from (its last stop). ``annotate`` (one group only)
+    is called on every accepted step with the evaluations its attempt made and whether
+    its first stage came from elsewhere (FSAL); its results are kept in ``notes``.
+    Written without host syncs: rows not written go to each buffer's scratch row."""
 
-    def __init__(self, max_states: int | None = None) -> None:
-        self.max_states, self.stride = max_states, 1
-        self.inside: dict[int, tuple[Tensor, Tensor]] = {}
+    max_states: int | None = None
+    annotate: Callable[[int, bool], object] | None = None
+    stride: int = 1
+    notes: list[object] = field(default_factory=list)
+    inside: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    lands: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
-    def start(self, t: Tensor, y: Tensor, n_times: int) -> None:
-        batch = len(y)
-        self.rows = torch.arange(batch, device=y.device)
-        self.times = t.new_zeros(17, batch)
-        self.steps = t.new_zeros(17, batch)
-        self.states = y.new_zeros((3, *y.shape))
-        self.slot = torch.zeros(batch, n_times, dtype=torch.long, device=y.device)
+    def start(self, t: Tensor, y: Tensor, groups: int) -> None:
+        self.rows = torch.arange(groups, device=t.device)
+        self.times = t.new_zeros(17, groups)
+        self.steps = t.new_zeros(17, groups)
+        self.starts = torch.zeros(17, groups, dtype=torch.long, device=t.device)
+        self.states = y.reshape(groups, -1).new_zeros((3, groups, y.numel() // groups))
+        self._pieces: list[tuple[str, Tensor, Tensor, Tensor]] = []
 
-    def add(self, attempt: int, accept: Tensor, t: Tensor, h: Tensor, y: Tensor,
-            numbers: Tensor, holds: Tensor) -> None:
-        """Record the steps accepted at this attempt (``accept``): sample ``b``'s is its
-        ``numbers[b]``-th (at most ``attempt``); ``holds``: the output times inside them."""
-        accept = accept.view(-1)
-        self.slot[:, 1:-1] = torch.where(holds, numbers.view(-1, 1), self.slot[:, 1:-1])
-        self.times, self.steps = _grow(self.times, attempt + 1), _grow(self.steps, attempt + 1)
+    def add(self, attempt: int, accept: Tensor, numbers: Tensor, t: Tensor, h: Tensor,
+            y: Tensor, start: Tensor) -> None:
+        """Record the steps accepted at this attempt: group ``b``'s is its ``numbers[b]``-th;
+        ``start``: the output time its interval counts from."""
+        self.times = _grow(self.times, attempt + 1)
+        self.steps, self.starts = _grow(self.steps, attempt + 1), _grow(self.starts, attempt + 1)
         index = torch.where(accept, numbers, len(self.times) - 1)
-        self.times[index, self.rows] = t.detach().view(-1)
-        self.steps[index, self.rows] = h.detach().view(-1)
+        self.times[index, self.rows] = t.detach().reshape(-1)
+        self.steps[index, self.rows] = h.detach().reshape(-1)
+        self.starts[index, self.rows] = start
         if self.max_states is not None and attempt // self.stride + 1 > self.max_states:
             self.stride *= 2
-            kept = self.states[:-1:2]
-            self.states = torch.cat([kept, self.states[-1:]])
+            self.states = torch.cat([self.states[:-1:2], self.states[-1:]])
         self.states = _grow(self.states, attempt // self.stride + 1, self.max_states)
         stored = accept & (numbers % self.stride == 0)
         index = torch.where(stored, numbers // self.stride, len(self.states) - 1)
-        self.states[index, self.rows] = y.detach()
+        self.states[index, self.rows] = y.detach().reshape(len(self.rows), -1)
+
+    def note(self, evaluations: int, first_stage_given: bool) -> None:
+        if self.annotate is not None:
+            self.notes.append(self.annotate(evaluations, first_stage_given))
+
+    def piece(self, kind: str, ks: Tensor, rows: Tensor, numbers: Tensor) -> None:
+        """Outputs ``ks`` of groups ``rows`` interpolated (``"inside"``) in, or landed on
+        (``"lands"``) at the end of, those groups' steps ``numbers[rows]``."""
+        self._pieces.append((kind, ks, rows, numbers[rows]))
 
     def finish(self, counts: Tensor, y: Tensor) -> None:
-        """After the solve: ``counts`` accepted steps per sample, ``y`` the final states.
-        A kept state past a sample's last step is its final state (its steps there are
+        """After the solve: ``counts`` accepted steps per group, ``y`` the final states.
+        A kept state past a group's last step is its final state (its steps there are
         of size 0)."""
         self.counts = counts.clone()
         n_steps = int(counts.max())
         self.times, self.steps = self.times[:n_steps], self.steps[:n_steps]
+        self.starts = self.starts[:n_steps]
         n_states = (n_steps - 1) // self.stride + 1
         past = counts.view(-1, 1) <= self.stride * torch.arange(n_states, device=y.device)
-        shape = (-1,) + (1,) * (y.dim() - 1)
-        self.states = torch.stack([torch.where(past[:, s].view(shape), y, self.states[s])
+        final = y.detach().reshape(len(self.rows), -1)
+        self.states = torch.stack([torch.where(past[:, s, None], final, self.states[s])
                                    for s in range(n_states)])
-        between = self.slot[:, 1:-1].reshape(-1)  # (B * (T - 2),) sample-major
-        order = torch.argsort(between, stable=True)
-        sizes = torch.bincount(between, minlength=n_steps).tolist()
-        rows, ks = order // (self.slot.shape[1] - 2), order % (self.slot.shape[1] - 2) + 1
-        self.inside = {j: pair for j, (size, *pair) in enumerate(
-            zip(sizes, rows.split(sizes), ks.split(sizes))) if size}
+        for kind in ("inside", "lands"):
+            pieces = [p for p in self._pieces if p[0] == kind]
+            if not pieces:
+                continue
+            ks, rows, steps = (torch.cat(parts) for parts in list(zip(*pieces))[1:])
+            order = torch.argsort(steps, stable=True)
+            ks, rows, steps = ks[order], rows[order], steps[order]
+            numbers, sizes = torch.unique_consecutive(steps, return_counts=True)
+            getattr(self, kind).update(
+                {j: pair for j, *pair in zip(numbers.tolist(), ks.split(sizes.tolist()),
+                                             rows.split(sizes.tolist()))})
+        del self._pieces
 
 
-@functools.cache
-def _dense_matrix(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The continuous extension's coefficients, ``(degree, stages)``."""
-    return torch.tensor(tableau.dense, dtype=dtype, device=device).T
+@dataclass
+class Counts:
+    """Batched evaluations, and each group's accepted and rejected steps and the
+    evaluations it was part of (``per_group``, ``(3, S)``)."""
+
+    nfe: int
+    per_group: Tensor
+
+    @property
+    def accepted(self) -> int:
+        return int(self.per_group[0].sum())
+
+    @property
+    def rejected(self) -> int:
+        return int(self.per_group[1].sum())
 
 
-def interpolate_rows(y: Tensor, t: Tensor, h: Tensor, stages: list[Tensor],
-                     tableau: ButcherTableau, rows: Tensor, points: Tensor) -> Tensor:
-    """The continuous extension of a batched per-sample step (from ``t``, of size ``h``,
-    ``(B, 1, ...)``) at ``points[p]`` in the step of sample ``rows[p]``, ``(P, ...)``:
-    ``y + h Σ_j b_j(θ) k_j`` with ``θ = (τ - t) / h``, for all points in one expression."""
-    h_rows = h[rows]
-    theta = (points - t.reshape(-1)[rows]) / torch.where(h_rows.detach() == 0, 1.0,
-                                                         h_rows).reshape(-1)
-    coefficients = _dense_matrix(tableau, theta.dtype, theta.device)
-    powers = theta.unsqueeze(-1) ** torch.arange(1, len(coefficients) + 1, device=theta.device)
-    weights = (powers @ coefficients).to(y.dtype)  # (P, stages): b_j(θ_p)
-    ks = torch.stack(stages, dim=1)[rows]  # (P, stages, ...)
-    increment = (weights.view(*weights.shape, *(1,) * (y.dim() - 1)) * ks).sum(1)
-    return y[rows] + h_rows * increment
+@dataclass
+class Solution:
+    """Every output time's state (``(T, *y0.shape)``; complete only when every group
+    is ``DONE``), each group's ``status`` and the time it reached, the counts, and the
+    last attempt (``last``: its start time, size, start state and step; events)."""
+
+    ys: Tensor
+    status: Tensor
+    t: Tensor
+    counts: Counts
+    last: tuple[Tensor, Tensor, Tensor, Step] | None = None
 
 
-def integrate_per_sample(
+def integrate(
     func: Func,
     y0: Tensor,
     times: Tensor,
     tableau: ButcherTableau,
-    controller: PerSampleSteps | PerSampleConstantSteps,
+    controller: Controller,
     max_steps: int,
-    checkpoints: SampleCheckpoints | None = None,
+    *,
+    interpolate_outputs: bool = True,
+    checkpoints: Checkpoints | None = None,
     on_attempt: Callable[[Tensor, Tensor, Tensor, Step, Tensor], None] | None = None,
-) -> tuple[list[Tensor], Counts]:
-    """Solve each sample (row of ``y0``) with its own steps from ``times[b, 0]`` and
-    return the states at every time of ``times`` (``(B, T)``), as ``integrate``
-    does with ``interpolate``: each sample lands on its last time and reads the
-    others off the continuous extension of its accepted step that holds them.
-
-    Every attempt is one batched step of all samples, each with its own ``t`` and
-    ``h`` (``(B, 1, ..., 1)`` tensors; ``func`` gets the stage times of the samples);
-    arrived samples take steps of size 0. One host sync per attempt. The counts
-    include each sample's (``Counts.per_sample``). ``on_attempt(t, y, h, step, accept)``,
-    if given, sees every attempt with the samples it accepts (the per-sample adjoint's
-    parameter quadrature).
-    """
-    column = column_shape(y0)
-    t, end = times[:, 0].view(column), times[:, -1].view(column)
-    between = times[:, 1:-1]
-    forward = torch.sign(end - t).view(-1, 1)
-    k1, nfe = controller.start(func, t, end, y0)
-    y, inside = y0, y0.new_zeros((times.shape[1] - 2, *y0.shape))  # the outputs between
-    done = torch.zeros(column, dtype=torch.bool, device=y0.device)
-    per_sample = torch.zeros(3, len(y0), dtype=torch.long, device=y0.device)
-    per_sample[2] = nfe
-    counts = Counts(nfe=nfe)
+    event: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> Solution:
+    """Solve each group of ``y0`` from ``times[:, 0]`` and return the states at every
+    time of ``times`` (``(S, T)``, in the time dtype; ``S`` groups). ``func(t, y)``
+    gets ``t`` as an ``(S, 1, ..., 1)`` time tensor. ``on_attempt(t, y, h, step,
+    accept)`` sees every attempt with the groups it accepts; ``event(t, y)`` (one value
+    per group) stops a group at the accepted step after which it is <= 0 (``EVENT``)."""
+    groups, n_times = times.shape
+    column = column_shape(y0, groups)
+    t, t_end = times[:, 0].view(column), times[:, -1].view(column)
+    stops = torch.arange(n_times, device=times.device)
+    if interpolate_outputs:
+        stops = stops[[0, -1]]
+    stop = torch.ones(groups, dtype=torch.long, device=times.device)
+    target = times[:, stops[1]].view(column)
+    between = times[:, 1:-1] if interpolate_outputs and n_times > 2 else None
+    forward = torch.sign(t_end - t).detach().view(groups, 1)
+    state, k1, nfe = controller.init(func, t, y0, t_end)
+    y, status = y0, torch.zeros(groups, dtype=torch.long, device=y0.device)
+    per_group = torch.zeros(3, groups, dtype=torch.long, device=y0.device)
+    per_group[2] = nfe
+    pieces: list[Piece] = []
     if checkpoints is not None:
-        checkpoints.start(t, y0, times.shape[1])
-    for attempt in range(max_steps + 1):
-        if attempt == max_steps:
-            raise MaxStepsExceededError(
-                f"{'adaptive' if controller.adaptive else 'fixed-step'} solve took "
-                f"max_steps={max_steps} steps and some samples have not "
-                f"reached their last time; raise max_steps or loosen rtol/atol")
-        h, t_next, landing = controller.propose(t, end)
-        step = rk_step(func, t, y, h, tableau, k1=k1, t_next=t_next,
-                       with_error=controller.adaptive, dense=True)
-        counts.nfe += step.nfe
-        active = ~done
-        accept, finite = controller.judge(y, step, h, landing, active)
-        rejected = active & ~accept
-        underflow = controller.underflowed(rejected)
-        # the output times inside each sample's accepted step (t, t_next]
-        holds = (accept.view(-1, 1) & (forward * (between - t.detach().view(-1, 1)) > 0)
-                 & (forward * (between - t_next.detach().view(-1, 1)) <= 0))
-        flags = torch.stack([holds.any(), (done | accept & landing).all(), underflow.any(),
-                             (underflow & ~finite).any()])
-        held, finished, small, non_finite = flags.tolist()
-        if small:
-            near = float(t.detach()[underflow][0])
-            if non_finite:
-                raise NonFiniteStateError(f"the state or derivative of some sample became "
-                                          f"non-finite (nan/inf) near t={near:g}")
-            raise StepSizeUnderflowError(
-                f"the step size of some sample underflowed near t={near:g}: the problem may "
-                "be stiff or singular there; loosen rtol/atol or use another solver")
+        checkpoints.start(t, y0, groups)
+        # an FSAL method's later steps start from the stage the step before ended with
+        checkpoints.fsal = tableau.fsal and (controller.adaptive or between is not None)
+    last = None
+    for attempt in range(max_steps):
+        running = (status == Status.RUNNING).view(column)
+        h, t_next, landing = controller.propose(state, t, y, target)
+        step = rk_step(func, t, y, h, tableau, k1=k1, with_error=controller.adaptive,
+                       dense=between is not None)
+        nfe += step.nfe
+        accept, new_state, failed = _judge(controller, state, t, t_next, y, step, h, landing,
+                                           running, None)
+        if step.y.requires_grad:  # a non-finite trial must not enter the graph: take it at h = 0
+            bad = running & ~torch.isfinite(step.y).reshape(groups, -1).all(1).view(column)
+            if bool(bad.any()):
+                step = rk_step(func, t, y, torch.where(bad, 0.0, h), tableau, k1=k1,
+                               with_error=controller.adaptive, dense=between is not None)
+                nfe += step.nfe
+                accept, new_state, failed = _judge(controller, state, t, t_next, y, step, h,
+                                                   landing, running, bad)
+        state, flat = new_state, accept.view(groups)
+        lands = flat & landing.view(groups)
+        final = lands & (stop == len(stops) - 1)
+        holds = None
+        if between is not None:
+            holds = (flat.view(-1, 1) & (forward * (between - t.detach().view(-1, 1)) > 0)
+                     & (forward * (between - t_next.detach().view(-1, 1)) <= 0))
+        flags = torch.stack([flat.all(), flat.any(), (failed != 0).any(), lands.any(),
+                             ((status != 0) | final).all(),
+                             holds.any() if holds is not None else flat.new_tensor(False)])
+        all_accepted, any_accepted, any_failed, any_landed, finished, held = flags.tolist()
+        if any_failed:
+            status = torch.where(running.view(groups), failed.view(groups), status)
+            break
+        numbers = per_group[0]
         if held:
             rows, ks = holds.nonzero().unbind(1)
-            values = interpolate_rows(y, t, h, step.stages, tableau, rows, between[rows, ks])
-            inside = inside.index_put((ks, rows), values)
-        if checkpoints is not None:
-            checkpoints.add(attempt, accept, t, h, y, per_sample[0], holds)
+            theta = (between[rows, ks] - t.reshape(-1)[rows]) / h.reshape(-1)[rows]
+            pieces.append((ks + 1, rows, interpolate(y, h, step.stages, tableau, rows, theta)))
+            if checkpoints is not None:
+                checkpoints.piece("inside", ks + 1, rows, numbers)
+        if any_landed:
+            rows = lands.nonzero().squeeze(1)
+            pieces.append((stops[stop[rows]], rows, step.y.reshape(groups, -1)[rows]))
+            if checkpoints is not None:
+                checkpoints.piece("lands", stops[stop[rows]], rows, numbers)
+        if checkpoints is not None and any_accepted:
+            checkpoints.add(attempt, flat, numbers, t, h, y, stops[stop - 1])
+            checkpoints.note(step.nfe, k1 is not None)
         if on_attempt is not None:
             on_attempt(t, y, h, step, accept)
-        per_sample[0] += accept.view(-1)
-        per_sample[1] += rejected.view(-1)
-        per_sample[2] += active.view(-1) * step.nfe
-        y = torch.where(accept, step.y, y)
-        t = torch.where(accept, t_next, t)
-        # FSAL: the next first stage is k_last; otherwise evaluated again by the next step
-        if step.k_last is None or k1 is None:
-            k1 = step.k_last
-        else:
-            k1 = torch.where(accept, step.k_last, k1)
-        done = done | accept & landing
+        per_group[0] += flat
+        per_group[1] += running.view(groups) & ~flat
+        per_group[2] += running.view(groups) * step.nfe
+        last = (t, h, y, step)
+        if all_accepted:
+            y, t, k1 = step.y, t_next, step.k_last
+        elif any_accepted:
+            y, t = torch.where(accept, step.y, y), torch.where(accept, t_next, t)
+            k1 = step.k_last if step.k_last is None or k1 is None else torch.where(
+                accept, step.k_last, k1)
+        if any_landed:
+            stop = stop + lands
+            status = torch.where(final, int(Status.DONE), status)
+            if not interpolate_outputs:
+                target = times.gather(1, stops[stop.clamp_max(len(stops) - 1)].view(-1, 1)
+                                      ).view(column)
+        if event is not None and any_accepted:
+            crossed = flat & (event(t, y).reshape(groups) <= 0) & (status == Status.RUNNING)
+            status = torch.where(crossed, int(Status.EVENT), status)
+            finished = finished or bool((status != Status.RUNNING).all())
         if finished:
             break
-    counts.accepted, counts.rejected = per_sample[:2].sum(1).tolist()
-    counts.per_sample = per_sample
-    outputs = [y0, *inside.unbind(), y]
+    else:
+        status = torch.where(status == Status.RUNNING, int(Status.MAX_STEPS), status)
     if checkpoints is not None:
-        checkpoints.finish(per_sample[0], y)
-    return outputs, counts
+        checkpoints.finish(per_group[0], y)
+    return Solution(_assemble(y0, n_times, groups, pieces), status, t, Counts(nfe, per_group),
+                    last)
+
+
+def _judge(controller: Controller, state: object, t: Tensor, t_next: Tensor, y: Tensor,
+           step: Step, h: Tensor, landing: Tensor, running: Tensor, reject: Tensor | None
+           ) -> tuple[Tensor, object, Tensor]:
+    """The controller's decision; a running group whose step does not move its time (a
+    step below the resolution of t) has underflowed."""
+    accept, state, failed = controller.judge(state, t, t_next, y, step, h, landing, running,
+                                             reject)
+    return accept, state, torch.where(running & (h == 0), int(Status.UNDERFLOW), failed)
+
+
+def _assemble(y0: Tensor, n_times: int, groups: int, pieces: list[Piece]) -> Tensor:
+    """``(T, *y0.shape)``: ``y0`` first, then every output the attempts wrote."""
+    rest = y0.new_zeros((n_times - 1, groups, y0.numel() // groups))
+    if pieces:
+        ks, rows, values = (torch.cat(parts) for parts in zip(*pieces))
+        rest = rest.index_put((ks - 1, rows), values)
+    return torch.cat([y0.unsqueeze(0), rest.view(n_times - 1, *y0.shape)])

@@ -1,11 +1,16 @@
-"""One explicit Runge–Kutta step: the only place that evaluates stages.
+"""One explicit Runge–Kutta step and its continuous extension: the only code that
+evaluates stages.
 
 The forward solve, ACA's step rebuild and the adjoint's reverse solve all call
 ``rk_step``, so a step rebuilt in backward repeats the forward arithmetic exactly.
+Times ``t`` and step sizes ``h`` are tensors of the solve's time dtype (at least
+float64) with one value per group of the state (``aca.solvers.groups``): one for the
+whole state, or one per sample (``per_sample=True``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -14,8 +19,8 @@ from torch import Tensor
 
 from aca.solvers.tableau import ButcherTableau
 
-Func = Callable[[float, Tensor], Tensor]
-Scalar = float | Tensor  # a Python float, or a 0-dim tensor when step sizes are differentiated
+#: ``func(t, y)``: ``t`` a time tensor shaped like ``h`` (the loop's view of time)
+Func = Callable[[Tensor, Tensor], Tensor]
 
 
 class Step(NamedTuple):
@@ -30,7 +35,7 @@ class Step(NamedTuple):
     stages: list[Tensor]
 
 
-def weighted_sum(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
+def combine(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
     """``Σ w_j k_j`` over the non-zero weights, accumulated in one buffer."""
     terms = [(w, k) for w, k in zip(weights, ks) if w != 0.0] or [(0.0, ks[0])]
     acc = torch.mul(terms[0][1], terms[0][0])
@@ -39,73 +44,67 @@ def weighted_sum(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
     return acc
 
 
-def advance(y: Tensor, h: Scalar, weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
-    """``y + h Σ w_j k_j``."""
-    acc = weighted_sum(weights, ks)
-    if isinstance(h, Tensor):
-        return y + h * acc
-    return torch.add(y, acc, alpha=h)
+def end_from_inside(t: Tensor, t_next: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t_next`` moved one ulp of ``dtype`` towards ``t`` (its value; its derivative is
+    ``t_next``'s): where stages at a step's end are evaluated."""
+    end = torch.nextafter(t_next.detach().to(dtype), t.detach().to(dtype)).to(t_next.dtype)
+    return t_next + (end - t_next.detach())
 
 
-def rk_step(
-    func: Func,
-    t: Scalar,
-    y: Tensor,
-    h: Scalar,
-    tableau: ButcherTableau,
-    k1: Tensor | None = None,
-    t_next: Scalar | None = None,
-    with_error: bool = False,
-    dense: bool = False,
-) -> Step:
-    """Advance ``y`` from ``t`` by ``h``.
-
-    ``t`` and ``h`` are floats, or 0-dim tensors when the step sizes are part of
-    the autograd graph (naive); ``func`` receives stage times of the same kind.
-    ``k1`` is ``func(t, y)`` when the caller already has it (FSAL); ``t_next`` is the
-    time the step lands on, exactly (default ``t + h``).
-    The last stage of an FSAL method is evaluated only with ``with_error`` (the
-    error estimate uses it) or ``dense`` (the continuous extension does).
-    """
+def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau,
+            k1: Tensor | None = None, with_error: bool = False, dense: bool = False,
+            k1_time: Tensor | None = None) -> Step:
+    """Advance ``y`` from ``t`` by ``h`` (time tensors broadcasting against ``y``; in the
+    autograd graph when step sizes are differentiated). ``k1`` is ``func(t, y)`` when
+    the caller has it (FSAL), else evaluated at ``k1_time`` (default ``t``: where the
+    forward evaluated it, when a rebuilt step replaces an FSAL stage). The step ends at ``t + h`` (as the loop and ACA's rebuild
+    both compute it, so a rebuilt step repeats the forward's bits); stages at ``c = 1`` are evaluated one ulp (of the state's dtype) inside
+    the step, the limit from inside at a discontinuity of ``func`` there (torchdiffeq's
+    convention; then ``step_t`` at a jump is exact). The last stage of an FSAL method
+    is evaluated only with ``with_error`` (the error estimate uses it) or ``dense`` (the
+    continuous extension does)."""
+    h_y = h.to(y.dtype)
+    # stages at the step's end see it from inside (torchdiffeq's convention)
+    end = end_from_inside(t, t + h, y.dtype) if 1.0 in tableau.c[1:] else None
     nfe = 0
     if k1 is None:
-        k1 = func(t, y)
+        k1 = func(t if k1_time is None else k1_time, y)
         nfe += 1
     ks = [k1]
     for i in range(1, tableau.solution_stages):
-        stage = advance(y, h, tableau.a[i], ks)
-        ks.append(func(t + tableau.c[i] * h, stage))
+        stage = torch.addcmul(y, combine(tableau.a[i], ks), h_y)
+        c = tableau.c[i]
+        ks.append(func(end if c == 1.0 else torch.add(t, h, alpha=c), stage))
         nfe += 1
-    y_new = advance(y, h, tableau.b, ks)
+    y_new = torch.addcmul(y, combine(tableau.b, ks), h_y)
     k_last = None
     if tableau.fsal and (with_error or dense):
-        k_last = func(t + h if t_next is None else t_next, y_new)
+        k_last = func(end, y_new)
         ks.append(k_last)
         nfe += 1
-    error = h * weighted_sum(tableau.b_error, ks) if with_error else None
+    error = combine(tableau.b_error, ks) * h_y if with_error else None
     return Step(y_new, error, k_last, nfe, ks)
 
 
-def dense_output(y: Tensor, h: Scalar, stages: Sequence[Tensor], tableau: ButcherTableau,
-                theta: Scalar) -> Tensor:
-    """The continuous extension of a step from ``y`` of size ``h`` with these stages
-    (all of them: ``rk_step(..., dense=True)``), at ``t + θh``: ``y + h Σ_j b_j(θ) k_j``.
-    ``θ`` is a float, or a 0-dim tensor in the autograd graph (then so are the weights).
-    (Per-sample steps: ``aca.solvers.integrate.interpolate_rows``.)"""
+@functools.cache
+def _dense_matrix(tableau: ButcherTableau, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The continuous extension's coefficients, ``(degree, stages)``."""
+    return torch.tensor(tableau.dense, dtype=dtype, device=device).T
+
+
+def interpolate(y: Tensor, h: Tensor, stages: Sequence[Tensor], tableau: ButcherTableau,
+                rows: Tensor, theta: Tensor) -> Tensor:
+    """The continuous extension of a step (from ``y``, of size ``h``, with all its stages:
+    ``rk_step(..., dense=True)``) at ``θ[p]`` inside the step of group ``rows[p]``:
+    ``y + h Σ_j b_j(θ) k_j``, ``(P, N)`` with ``N`` the size of a group's state."""
     if len(stages) != len(tableau.dense):
         raise ValueError(f"{tableau.name}'s interpolant needs {len(tableau.dense)} stages, "
                          f"got {len(stages)}: take the step with dense=True")
-    if isinstance(theta, Tensor):  # the weights as one small tensor expression in θ
-        coefficients = theta.new_tensor(tableau.dense)
-        powers = theta ** torch.arange(1, coefficients.shape[1] + 1, device=theta.device)
-        weights = (coefficients @ powers).to(y.dtype)
-        return y + h * torch.tensordot(weights, torch.stack(list(stages)), 1)
-    return advance(y, h, [_horner(row, theta) for row in tableau.dense], stages)
-
-
-def _horner(row: Sequence[float], theta: Scalar) -> Scalar:
-    """``b_j(θ) = Σ_m row[m] θ^(m+1)`` by Horner's rule."""
-    weight = 0.0
-    for coefficient in reversed(row):
-        weight = (weight + coefficient) * theta
-    return weight
+    groups = h.numel()
+    coefficients = _dense_matrix(tableau, theta.dtype, theta.device)
+    powers = theta.unsqueeze(-1) ** torch.arange(1, len(coefficients) + 1, device=theta.device)
+    weights = (powers @ coefficients).to(y.dtype)  # (P, stages): b_j(θ_p)
+    ks = torch.stack([k.reshape(groups, -1)[rows] for k in stages], 1)  # (P, stages, N)
+    increment = torch.bmm(weights.unsqueeze(1), ks).squeeze(1)
+    return torch.addcmul(y.reshape(groups, -1)[rows], increment,
+                         h.reshape(groups, 1)[rows].to(y.dtype))

@@ -31,8 +31,24 @@ class ButcherTableau:
     dense_order: int = 0
 
     def __post_init__(self) -> None:
-        """Every method has a continuous extension that ends at the step's solution."""
-        if len(self.dense) != len(self.c) or self.dense_order < 1:
+        """The tableau checks itself: shapes, row sums of ``a`` equal to ``c``, weights
+        summing to 1, error weights to 0, and a continuous extension that ends at the
+        step's solution (so a typo in a coefficient fails at import, not in a result)."""
+        stages = len(self.c)
+        if len(self.a) != stages or len(self.b) != stages or any(
+                len(row) != i for i, row in enumerate(self.a)):
+            raise ValueError(f"{self.name}: a must have rows of 0..{stages - 1} entries and b "
+                             f"{stages} weights")
+        for i, (row, node) in enumerate(zip(self.a, self.c)):
+            if not _close(sum(row), node, row):
+                raise ValueError(f"{self.name}: row {i} of a sums to {sum(row)}, not c_{i}={node}")
+        if not _close(sum(self.b), 1.0, self.b):
+            raise ValueError(f"{self.name}: the weights b sum to {sum(self.b)}, not 1")
+        if self.b_error is not None and (len(self.b_error) != stages
+                                         or not _close(sum(self.b_error), 0.0, self.b_error)):
+            raise ValueError(f"{self.name}: the error weights must be {stages} numbers summing "
+                             f"to 0, got {self.b_error}")
+        if len(self.dense) != stages or self.dense_order < 1:
             raise ValueError(f"{self.name}: dense output needs one polynomial per stage")
         for j, (row, weight) in enumerate(zip(self.dense, self.b)):
             if abs(sum(row) - weight) > 1e-14 * sum(map(abs, row)) + 1e-16:
@@ -52,6 +68,10 @@ class ButcherTableau:
         """Stages needed for the new solution (an FSAL method's last stage only
         feeds the error estimate)."""
         return len(self.c) - 1 if self.fsal else len(self.c)
+
+
+def _close(total: float, expected: float, terms: tuple[float, ...]) -> bool:
+    return abs(total - expected) <= 1e-12 * (1.0 + sum(map(abs, terms)))
 
 
 def hermite(b: tuple[float, ...]) -> Polynomials:
