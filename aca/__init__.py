@@ -31,9 +31,9 @@ from aca.stats import SolveStats, track_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACA", "Adjoint", "GradientMethod", "Naive", "GRADIENTS", "SOLVERS", "FuncOutputError", "InvalidOptionError", "MaxStepsExceededError",
-    "NonFiniteStateError", "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError",
-    "SolveOptions", "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError",
-    "UnknownGradientError", "UnknownSolverError", "UnseenTensorError", "__version__", "odeint",
-    "track_stats",
+    "ACA", "GRADIENTS", "SOLVERS", "Adjoint", "FuncOutputError", "GradientMethod",
+    "InvalidOptionError", "MaxStepsExceededError", "Naive", "NonFiniteStateError",
+    "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError", "SolveOptions",
+    "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError", "UnknownGradientError",
+    "UnknownSolverError", "UnseenTensorError", "__version__", "odeint", "track_stats",
 ]

@@ -56,13 +56,13 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
             k1_time: Tensor | None = None) -> Step:
     """Advance ``y`` from ``t`` by ``h`` (time tensors broadcasting against ``y``; in the
     autograd graph when step sizes are differentiated). ``k1`` is ``func(t, y)`` when
-    the caller has it (FSAL), else evaluated at ``k1_time`` (default ``t``: where the
-    forward evaluated it, when a rebuilt step replaces an FSAL stage). The step ends at ``t + h`` (as the loop and ACA's rebuild
-    both compute it, so a rebuilt step repeats the forward's bits); stages at ``c = 1`` are evaluated one ulp (of the state's dtype) inside
-    the step, the limit from inside at a discontinuity of ``func`` there (torchdiffeq's
-    convention; then ``step_t`` at a jump is exact). The last stage of an FSAL method
-    is evaluated only with ``with_error`` (the error estimate uses it) or ``dense`` (the
-    continuous extension does)."""
+    the caller has it (FSAL), else evaluated at ``k1_time`` (default ``t``; a rebuilt
+    step replacing an FSAL stage evaluates it where the forward did). The step ends at
+    ``t + h``, as the loop and ACA's rebuild both compute it; stages at ``c = 1`` are
+    evaluated one ulp (of the state's dtype) inside the step, the limit from inside at a
+    discontinuity of ``func`` there (torchdiffeq's convention; then ``step_t`` at a jump
+    is exact). The last stage of an FSAL method is evaluated only with ``with_error``
+    (the error estimate uses it) or ``dense`` (the continuous extension does)."""
     h_y = h.to(y.dtype)
     # stages at the step's end see it from inside (torchdiffeq's convention)
     end = end_from_inside(t, t + h, y.dtype) if 1.0 in tableau.c[1:] else None
