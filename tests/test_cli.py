@@ -201,7 +201,7 @@ def test_sweep_runs_every_job_in_the_multirun_dir(aca_main, tmp_path) -> None:
 def test_help_and_info_are_hydra_s(aca_main) -> None:
     status, out, _ = aca_main("--help")
     assert status == 0 and out.startswith("aca-run:")
-    assert "solver: bosh3, dopri5" in out and "experiment:" in out
+    assert "solver: adaptive_heun, bosh3, dopri5" in out and "experiment:" in out
     status, out, _ = aca_main("--info", "searchpath")
     assert status == 0 and "Config search path" in out and str(cli.CONFIG_DIR) in out
 
