@@ -153,6 +153,12 @@ MUTATIONS = [
     mutation("resume-restarts-step", "resume starts the global step (KL annealing) over",
              (TRAINER, 'self.step = state.get("step", ', 'self.step = 0 * state.get("step", '),
              tests=RESUME_TESTS),
+    # aca-run (issue 29)
+    mutation("run-folder-unlocked", "a second run may write a run folder a running one holds",
+             (TRAINER, "                held.enter_context(run_folder_lock(out_dir))\n",
+              "                pass\n"), tests=CLI_TESTS),
+    mutation("monitor-unchecked", "a trainer.monitor that is not a metric trains unnoticed",
+             (TRAINER, "        self.check_monitor()\n", ""), tests=CLI_TESTS),
     # per-sample steps (issue 16)
     mutation("per-sample-norm-mixes-samples",
              "per_sample: the error norm is taken over the whole batch, not each sample",
