@@ -5,9 +5,9 @@
 Bad input (an unknown method/solver/task, a misspelt key, a bad value, a missing
 data directory) prints one ``error:`` line naming the value and the valid choices
 and exits with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Only the
-command line's own errors (Hydra's) and aca's (``aca.errors.AcaError``: a failed solve,
-a bad setting, missing data or extra) are shown so: any other exception is a bug and
-keeps its traceback.
+command line's own errors (Hydra's), aca's (``aca.errors.AcaError``: a failed solve,
+a bad setting, missing data or extra) and a run folder Hydra cannot write are shown so:
+any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

@@ -255,6 +255,15 @@ def test_training_run_writes_its_records_in_the_hydra_run_dir(real_runs) -> None
     assert "final.test_mse" in done.stdout and "dummy | train | method=aca" in done.stdout
 
 
+def test_a_solver_once_missing_from_the_command_line_runs(aca_main, tmp_path) -> None:
+    """``solver=dopri5_classic``, listed by the README, was refused as unknown."""
+    status, _, stderr = aca_main("task=dummy", "solver=dopri5_classic", "task.epochs=1",
+                                 "hydra.run.dir=run")
+    assert status == 0, stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["solver"]["name"] == "dopri5_classic"
+
+
 def test_sweep_runs_every_job_in_the_multirun_dir(aca_main, tmp_path) -> None:
     status, _, stderr = aca_main("-m", "task=dummy", "method=aca,naive", "task.epochs=1",
                                  "hydra.sweep.dir=sweep")

@@ -432,6 +432,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
 
 
 def _run_task(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, Any]:
+    """The body of :func:`run`, once the run folder is this run's."""
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     task = build_task(cfg)
     if isinstance(task, Analysis):
