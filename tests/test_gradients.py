@@ -450,7 +450,8 @@ def test_reverse_gives_each_stretch_the_states_the_budget_leaves(n, budget):
     assert sum(unbounded) == n - 1  # with no budget each step is advanced once
 
 
-@pytest.mark.parametrize("n,budget", [(40, 2), (40, 3), (48, 5), (30, 8)])
+# (100, 12): one spare state more than the budget leaves would save 6 advances
+@pytest.mark.parametrize("n,budget", [(40, 2), (48, 5), (64, 10), (100, 12)])
 def test_bounded_aca_recomputes_what_the_schedule_says(n, budget):
     """Through ``aca.odeint``: rk4 (4 evaluations a step) on a grid of ``n`` steps rebuilds
     each step once and advances as often as the schedule of each stretch says."""
