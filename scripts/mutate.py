@@ -64,6 +64,7 @@ ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gr
 ADJOINT_SAMPLES = "aca/gradients/adjoint_samples.py"
 ACA_SAMPLES = "aca/gradients/aca_samples.py"
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
+TORCHDIFFEQ, PROVENANCE, DRIFT = "aca/torchdiffeq.py", "aca/provenance.py", "aca/report/drift.py"
 
 MUTATIONS = [
     # the seven of issue 19
@@ -197,6 +198,40 @@ MUTATIONS = [
     mutation("cli-hides-bugs", "aca-run prints any exception as one line, hiding real bugs",
              (CLI, "OverrideParseException, AcaError)):", "OverrideParseException, Exception)):"),
              tests=CLI_TESTS),
+    # issue 27: what a fresh set of mutants showed untested
+    mutation("adjoint-tolerances-ignored",
+             "aca.torchdiffeq: adjoint_rtol/adjoint_atol ignored (the forward tolerances used)",
+             (TORCHDIFFEQ, 'adjoint["rtol"] = adjoint_rtol', "pass"),
+             (TORCHDIFFEQ, 'adjoint["atol"] = adjoint_atol', "pass"),
+             tests=("tests/test_torchdiffeq_dropin.py",)),
+    mutation("sampler-ignores-seed", "every seed of a sweep sees the same batch order",
+             (TRAINER, "shuffle=True, seed=self.cfg.seed)", "shuffle=True, seed=0)"),
+             tests=TRAINER_TESTS),
+    mutation("resume-forgets-best",
+             "resume does not restore the best metric: the next epoch always overwrites best.pt",
+             (TRAINER, 'self.start_epoch, self.best, self.history = state["epoch"], state["best"],',
+              'self.start_epoch, self.best, self.history = state["epoch"], None,'),
+             tests=TRAINER_TESTS),
+    mutation("binomial-extra-slot",
+             "bounded aca: one state more than max_checkpoints allows between kept states",
+             (ACA, "slots = max(budget - len(starts), ", "slots = max(budget - len(starts) + 1, "),
+             tests=("tests/test_gradients.py", "tests/test_contract.py")),
+    mutation("provenance-skips-scripts",
+             "the code hash leaves out the scripts that write records (the bench's rtol)",
+             (PROVENANCE, "CODE_PATHS = CODE_DIRS + RECORD_SCRIPTS", "CODE_PATHS = CODE_DIRS"),
+             tests=("tests/test_provenance.py",)),
+    mutation("provenance-skips-summaries",
+             "the code hash leaves out aca/report's summaries, which write the tables",
+             (PROVENANCE, '("claims", "drift",', '("claims", "drift", "summaries",'),
+             tests=("tests/test_provenance.py",)),
+    mutation("hopper-data-unstamped", "a run's stamp leaves out the checksum of generated data",
+             (TRAINER, '"provenance": {**provenance.stamp(), **provenance.data_stamp()}}',
+              '"provenance": provenance.stamp()}'),
+             tests=("tests/test_resume.py::test_a_resumed_run_equals_an_uninterrupted_one",)),
+    mutation("drift-skips-unstamped", "drift passes over a committed record without a stamp",
+             (DRIFT, 'raise DataError(f"{spec.record} has no provenance stamp',
+              'return [] if True else DataError(f"{spec.record} has no provenance stamp'),
+             tests=("tests/test_drift.py",)),
 ]
 
 

@@ -161,6 +161,30 @@ def test_adaptive_adjoint_equals_torchdiffeq_adjoint(method):
     _close(results[0], results[1], 1e-10)
 
 
+def test_adjoint_tolerances_are_the_reverse_solves_own():
+    """``adjoint_rtol``/``adjoint_atol`` set the reverse solve's tolerances: with tight
+    forward and loose reverse ones, or the other way round, the backward takes
+    torchdiffeq's steps for those tolerances (the same NFE, gradients to round-off), and
+    the backward NFE differs from the reverse solve at the forward tolerances."""
+    backward = {}
+    for reverse in (None, (1e-3, 1e-5), (1e-9, 1e-11)):
+        tolerances = {} if reverse is None else dict(zip(("adjoint_rtol", "adjoint_atol"),
+                                                         reverse))
+        results, nfes = [], []
+        for library in (tdq, torchdiffeq):
+            func, y0 = Autonomous(), _y0()
+            t = torch.tensor([0.0, 1.5], dtype=torch.float64)
+            ys = library.odeint_adjoint(func, y0, t, method="dopri5", rtol=1e-6, atol=1e-8,
+                                        options={"step_t": t}, **tolerances)
+            forward = func.nfe
+            results.append([ys, *_grads(ys[-1].pow(2).sum(), (y0, *func.parameters()))])
+            nfes.append(func.nfe - forward)
+        assert nfes[0] == nfes[1], reverse
+        _close(results[0], results[1], 1e-10)
+        backward[reverse] = nfes[0]
+    assert backward[(1e-3, 1e-5)] < backward[None] < backward[(1e-9, 1e-11)], backward
+
+
 @pytest.mark.parametrize("method", ["adaptive_heun", "fehlberg2", "tsit5"])
 def test_other_adaptive_methods_reach_the_tolerance(method):
     """adaptive_heun and fehlberg2 are the textbook pairs here (torchdiffeq reuses a

@@ -105,7 +105,8 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     """What a result.json says about how it was made, and by which code (the stamp)."""
     return {"task": cfg.task.name, "method": cfg.method.name,
             "solver": OmegaConf.to_container(cfg.solver, resolve=True), "seed": cfg.seed,
-            "mode": cfg.mode, "command": command_line(), "provenance": provenance.stamp()}
+            "mode": cfg.mode, "command": command_line(),
+            "provenance": {**provenance.stamp(), **provenance.data_stamp()}}
 
 
 class Trainer:
@@ -407,6 +408,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     data-parallel and only rank 0 writes. A second run in a folder that a running one
     holds (aca.train.lock) is refused. Returns the result."""
     provenance.stamp()  # taken now, as the code was loaded, for every record of this process
+    provenance.forget_data()  # the generated data of an earlier job of this process
     check_config(cfg, trainable=issubclass(task_class(cfg), Task))
     check_ode_options(ode_options(cfg))
     set_threads(cfg.trainer.threads)
