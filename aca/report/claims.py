@@ -39,6 +39,7 @@ TOY_PARTLY_SHARE = 0.5
 TOY_STACK = {"aca": "aca (dopri5_classic)", "adjoint": "torchdiffeq odeint_adjoint",
              "naive": "torchdiffeq odeint"}
 DIGITS = "Digits stand-in (8x8, not CIFAR)"
+LABELS = {"aca": "ACA", "adjoint": "the adjoint", "naive": "naive"}
 
 Row = list[str]
 
@@ -355,6 +356,7 @@ def _memory_row(records: Records, claim: str, published: str, larger: str,
               if larger in peak and smaller in peak}
     if not ratios:
         return _missing(claim, published, "bench")
+    larger, smaller = LABELS[larger], LABELS[smaller]
     ours = (f"{larger}'s peak memory / {smaller}'s: "
             + "; ".join(f"{key} {format_cell(value)}" for key, value in ratios.items()))
     verdict = ratio_verdict(list(ratios.values()))
