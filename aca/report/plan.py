@@ -180,6 +180,16 @@ def _bench(scale: str, out: str) -> list[Step]:
             script("bench_gradients.py", "--torchdiffeq", *quick, "--out", out)]
 
 
+def _cost_scaling(scale: str, out: str) -> list[Step]:
+    quick = ("--quick", "--repeats", "3") if scale == "smoke" else ()
+    return [script("bench_cost_scaling.py", "--out", out, *quick)]
+
+
+def _gradient_map(scale: str, out: str) -> list[Step]:
+    quick = ("--quick",) if scale == "smoke" else ()
+    return [script("gradient_accuracy_map.py", "--out", out, *quick)]
+
+
 @dataclass(frozen=True)
 class Target:
     """A paper table or figure: where its records live and how each scale makes them.
@@ -234,6 +244,11 @@ TARGETS: dict[str, Target] = {
     "bench": Target("bench", "Table 1 measured: speed, memory, NFE, gradient error", _bench,
                     ("bench.json", "outputs.json", "per_sample.json", "torchdiffeq.json"),
                     ("bench",), ("smoke", "cpu")),
+    "cost_scaling": Target("bench", "Table 1 as slopes: memory and time against N_t and N_f",
+                           _cost_scaling, ("cost_scaling.json",), (), ("smoke", "cpu")),
+    "gradient_map": Target("gradient_map", "The central claim mapped: gradient error against "
+                           "cost per problem family and tolerance", _gradient_map,
+                           ("gradient_map.json",), (), ("smoke", "cpu")),
 }
 
 
