@@ -34,6 +34,7 @@ TRAINER_TESTS = ("tests/test_trainer.py",)
 RESUME_TESTS = ("tests/test_resume.py",)
 CLI_TESTS = ("tests/test_cli.py",)
 PER_SAMPLE_TESTS = ("tests/test_per_sample.py",)
+CLAIMS_TESTS = ("tests/test_claims.py",)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ ADJOINT_SAMPLES = "aca/gradients/adjoint_samples.py"
 ACA_SAMPLES = "aca/gradients/aca_samples.py"
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
 TORCHDIFFEQ, PROVENANCE, DRIFT = "aca/torchdiffeq.py", "aca/provenance.py", "aca/report/drift.py"
+CLAIMS = "aca/report/claims.py"
 
 MUTATIONS = [
     # the seven of issue 19
@@ -232,6 +234,21 @@ MUTATIONS = [
              (DRIFT, 'raise DataError(f"{spec.record} has no provenance stamp',
               'return [] if True else DataError(f"{spec.record} has no provenance stamp'),
              tests=("tests/test_drift.py",)),
+    # the claim rules (issue 27): each threshold pinned by values just inside and outside it
+    mutation("three-body-tolerance-1e-3", "three-body masses count as recovered within 1e-3",
+             (CLAIMS, "THREE_BODY_TOLERANCE = 1e-4", "THREE_BODY_TOLERANCE = 1e-3"),
+             tests=CLAIMS_TESTS),
+    mutation("cost-rule-max", "the cost rule's reproduced needs one setting, not every one",
+             (CLAIMS, "REPRODUCED if min(ratios) > 1", "REPRODUCED if max(ratios) > 1"),
+             tests=CLAIMS_TESTS),
+    mutation("toy-share-0.6", "toy partly needs ACA lowest at 60 % of the T, not half",
+             (CLAIMS, "TOY_PARTLY_SHARE = 0.5", "TOY_PARTLY_SHARE = 0.6"), tests=CLAIMS_TESTS),
+    mutation("hopper-better-model-vs-baseline",
+             "Hopper judged where the better of ACA and adjoint beats the baselines",
+             (CLAIMS, "worst = max(statistics.fmean(aca)", "worst = min(statistics.fmean(aca)"),
+             tests=CLAIMS_TESTS),
+    mutation("noise-margin-0.5", "a difference counts beyond half the seeds' spread",
+             (CLAIMS, "NOISE_MARGIN = 1.0", "NOISE_MARGIN = 0.5"), tests=CLAIMS_TESTS),
 ]
 
 
