@@ -2,10 +2,10 @@
 (``scripts/gpu_check.py`` runs this file on a GPU machine). Gradients of aca, adjoint and
 naive against each other and against finite differences, contract cases, dropout replay
 (the CUDA generator on CUDA), per-sample steps and dense output, all in float64 on the
-device; then what a CPU can check of GPU-only paths: bf16 autocast (``torch.autocast("cpu",
-dtype=torch.bfloat16)``) and the placement of checkpoints and step sizes (solved with
-``meta`` as torch's default device, so any tensor the core makes without the state's
-device lands there and fails). Public API only."""
+device; bf16 autocast (the device's: ``torch.autocast("cpu", dtype=torch.bfloat16)`` on the
+CPU); and the placement of checkpoints and step sizes, which the CPU checks by solving with
+``meta`` as torch's default device (any tensor the core makes without the state's device
+lands there and fails). Public API only."""
 
 from __future__ import annotations
 
@@ -220,18 +220,17 @@ def test_dense_output_costs_no_steps_and_differentiates_like_naive(device):
     assert relative_error(grads["aca"], grads["naive"]) < 1e-12
 
 
-# -- bf16 autocast on the CPU -------------------------------------------------------------
+# -- bf16 autocast (the device's own) -------------------------------------------------------
 
-def autocast() -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16)
-
-
-def autocast_grads(gradient: str, options: dict, field: type[Field] = Field,
+def autocast_grads(device: torch.device, gradient: str, options: dict,
+                   field: type[Field] = Field,
                    state: torch.dtype = torch.float32) -> tuple[Tensor, list[Tensor]]:
-    """A solve under CPU bf16 autocast, backward outside it (as a training step does)."""
-    func = field()
-    y0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)).to(state).requires_grad_()
-    with autocast():
+    """A solve under the device's bf16 autocast, backward outside it (as a training step
+    does)."""
+    func = field().to(device)
+    y0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(1)).to(device, state)
+    y0.requires_grad_()
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         ys = aca.odeint(func, y0, [0.0, 0.5, 1.0], gradient=gradient, **options)
     return ys.detach(), list(torch.autograd.grad(loss_of(ys), [y0, *func.parameters()]))
 
@@ -243,23 +242,23 @@ AUTOCAST_REBUILD = ("ACA's backward rebuilds the accepted steps without the forw
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=AUTOCAST_REBUILD)
-def test_autocast_aca_is_autograd_through_the_accepted_steps():
+def test_autocast_aca_is_autograd_through_the_accepted_steps(device):
     """On a grid, aca's gradient under bf16 autocast equals naive's (autograd through the
     same bf16 steps) to float32 round-off, as it does without autocast."""
-    ys_aca, aca_grads = autocast_grads("aca", GRID)
-    ys_naive, naive_grads = autocast_grads("naive", GRID)
+    ys_aca, aca_grads = autocast_grads(device, "aca", GRID)
+    ys_naive, naive_grads = autocast_grads(device, "naive", GRID)
     assert torch.equal(ys_aca, ys_naive)
     assert relative_error(aca_grads, naive_grads) < 1e-5
 
 
 @pytest.mark.parametrize("gradient", ["aca", "adjoint"])
-def test_autocast_adaptive_gradients_agree_loosely(gradient):
+def test_autocast_adaptive_gradients_agree_loosely(device, gradient):
     """dopri5 under autocast: the forward and the gradients within bf16's precision of
     naive's (measured: 7e-4 and 5e-3 for both; naive's step sizes are float32 tensors, aca's
     Python floats, and the bf16 evaluations amplify that difference)."""
     options = {"solver": "dopri5", "rtol": 1e-3, "atol": 1e-4}
-    ys, grads = autocast_grads(gradient, options)
-    ys_naive, naive_grads = autocast_grads("naive", options)
+    ys, grads = autocast_grads(device, gradient, options)
+    ys_naive, naive_grads = autocast_grads(device, "naive", options)
     assert torch.allclose(ys, ys_naive, rtol=1e-2, atol=1e-3)
     assert relative_error(grads, naive_grads) < 0.05
 
@@ -273,12 +272,12 @@ def test_autocast_adaptive_gradients_agree_loosely(gradient):
         "the adjoint's reverse solve runs a bf16 state through float32 weights outside "
         "autocast: 'mat1 and mat2 must have the same dtype'"))),
 ])
-def test_autocast_bf16_state_backward_outside_autocast(gradient):
+def test_autocast_bf16_state_backward_outside_autocast(device, gradient):
     """A bf16 state (what autocast makes of NODE-18's features) solved under autocast and
     differentiated after it, as the trainer's ``amp`` does: gradients within bf16's
     precision of the float32 solve's."""
-    ys, grads = autocast_grads(gradient, GRID, state=torch.bfloat16)
-    _, reference = autocast_grads("naive", GRID, state=torch.float32)
+    ys, grads = autocast_grads(device, gradient, GRID, state=torch.bfloat16)
+    _, reference = autocast_grads(device, "naive", GRID, state=torch.float32)
     assert ys.dtype == torch.bfloat16
     assert relative_error(grads, reference) < 0.05
 
@@ -287,9 +286,9 @@ def test_autocast_bf16_state_backward_outside_autocast(gradient):
     "under autocast a float32 state's field returns bfloat16; the first-evaluation check "
     "refuses it (FuncOutputError) where torchdiffeq promotes y + h*k to float32"))
 @pytest.mark.parametrize("gradient", GRADIENTS)
-def test_autocast_float32_state_with_a_bf16_field(gradient):
+def test_autocast_float32_state_with_a_bf16_field(device, gradient):
     """A plain module under autocast (no cast back to y's dtype) is solved."""
-    ys, grads = autocast_grads(gradient, GRID, field=PlainField)
+    ys, grads = autocast_grads(device, gradient, GRID, field=PlainField)
     assert ys.dtype == torch.float32 and all(g.isfinite().all() for g in grads)
 
 
