@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import script_module
 
-from aca.report import paper
+from aca.report import paper, plan
+from aca.report.records import stale_records
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 
@@ -72,6 +73,20 @@ def test_sections_measure_what_they_claim(gpu_check, dry_run):
     (ddp,) = by_name["ddp"]["rows"]
     assert ddp["backend"] == "gloo" and ddp["world_size"] == 2
     assert ddp["replica_divergence"] == 0.0
+
+
+def test_its_record_is_declared_by_the_gpu_target(dry_run, tmp_path):
+    """``reproduce.py run gpu --scale paper`` writes results/gpu/paper/gpu_check.json: a
+    declared, stamped record (check and render see it)."""
+    assert [step.shell() for step in plan.plan("gpu", "paper")] == [
+        "python scripts/gpu_check.py --out results/gpu/paper"]
+    path = tmp_path / "gpu" / "paper" / "gpu_check.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(dry_run[0]))
+    stale, count = stale_records(tmp_path, dry_run[0]["provenance"]["code"])
+    assert (stale, count) == ([], 1)
+    stale, _ = stale_records(tmp_path, "other code")
+    assert stale[0].rerun == "python scripts/reproduce.py run gpu --scale paper"
 
 
 def test_host_syncs_are_counted_and_the_methods_restored(gpu_check):

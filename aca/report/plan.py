@@ -179,6 +179,11 @@ def _bench(scale: str, out: str) -> list[Step]:
             script("bench_gradients.py", "--torchdiffeq", *quick, "--out", out)]
 
 
+def _gpu(scale: str, out: str) -> list[Step]:
+    """The GPU check (one CUDA device); at smoke scale its dry run on the CPU."""
+    return [script("gpu_check.py", *(("--dry-run",) if scale == "smoke" else ()), "--out", out)]
+
+
 @dataclass(frozen=True)
 class Target:
     """A paper table or figure: where its records live and how each scale makes them.
@@ -232,6 +237,9 @@ TARGETS: dict[str, Target] = {
     "bench": Target("bench", "Table 1 measured: speed, memory, NFE, gradient error", _bench,
                     ("bench.json", "outputs.json", "per_sample.json", "torchdiffeq.json"),
                     ("bench",), ("smoke", "cpu")),
+    "gpu": Target("gpu", "The paper's workloads on one CUDA device: tests, bench, NODE-18 step "
+                  "times, autocast, compile, host syncs, DDP", _gpu, ("gpu_check.json",), (),
+                  ("smoke", "paper")),
 }
 
 
