@@ -1,7 +1,7 @@
 """The paper's workloads checked on one CUDA device, in timed sections (issue 32).
 
-    python scripts/gpu_check.py --out results/gpu/paper    # one CUDA device, under 8 minutes
-    python scripts/gpu_check.py --dry-run --out DIR        # every section on the CPU, toy sizes
+    python scripts/gpu_check.py                        # one CUDA device, under 8 minutes
+    python scripts/gpu_check.py --dry-run --out DIR    # every section on the CPU, toy sizes
 
 Sections, each with its own time budget (``FULL.budgets``; a section past its budget skips
 what is left of it and says so):
@@ -27,8 +27,9 @@ what is left of it and says so):
   CUDA devices exist; the dry run uses gloo on the CPU), replicas checked identical.
 
 Writes ``gpu_check.md`` and ``gpu_check.json`` (the device's name, the provenance stamp,
-every section's status, budget, wall time and rows) into ``--out``; exit status 1 when a
-section failed (its error is in both files).
+every section's status, budget, wall time and rows) into ``--out`` (default: results/gpu/paper,
+the record of ``python scripts/reproduce.py run gpu --scale paper``; a dry run must name
+its folder); exit status 1 when a section failed (its error is in both files).
 """
 
 from __future__ import annotations
@@ -570,7 +571,8 @@ def run_check(sizes: Sizes, device: torch.device, dry_run: bool, out: Path,
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="write gpu_check.md and gpu_check.json here")
+    parser.add_argument("--out", type=Path, help="write gpu_check.md and gpu_check.json here "
+                        "(default: results/gpu/paper; a dry run must name its folder)")
     parser.add_argument("--dry-run", action="store_true",
                         help="every section on the CPU at toy sizes (under a minute)")
     parser.add_argument("--worker", choices=("ddp", "compile"), help=argparse.SUPPRESS)
@@ -586,8 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker == "compile":
         compile_worker(sizes, args.amp, "cpu" if args.dry_run else "cuda")
         return 0
-    if args.out is None:
-        parser.error("--out is required")
+    if args.out is None and args.dry_run:
+        parser.error("--dry-run needs --out: its toy numbers do not belong in results/")
+    out = args.out or REPO_ROOT / "results" / "gpu" / "paper"
     if not args.dry_run and not torch.cuda.is_available():
         print("error: no CUDA device; run with --dry-run to check the script on the CPU",
               file=sys.stderr)
@@ -596,9 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     command = " ".join(["python", "scripts/gpu_check.py", *argv])
-    record = run_check(sizes, device, args.dry_run, args.out, command,
+    record = run_check(sizes, device, args.dry_run, out, command,
                        log=lambda msg: print(msg, flush=True))
-    print(f"{record['wall_s']:.0f} s; wrote {args.out / 'gpu_check.md'}")
+    print(f"{record['wall_s']:.0f} s; wrote {out / 'gpu_check.md'}")
     return 1 if any(s["status"].startswith("failed") for s in record["sections"]) else 0
 
 
