@@ -127,11 +127,6 @@ class Section:
     failed: str | None = None  # why the section failed (the script exits 1)
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def error_text(error: BaseException) -> str:
     """An exception as one short line."""
     return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
@@ -174,11 +169,11 @@ def peak_mib(action: Callable[[], object], device: torch.device) -> float:
     CUDA, the profiler's allocation events on the CPU (bench_gradients' probe)."""
     if device.type != "cuda":
         return bench.peak_memory_bytes(action) / MIB
-    synchronize(device)
+    epoch.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     action()
-    synchronize(device)
+    epoch.synchronize(device)
     return (torch.cuda.max_memory_allocated(device) - before) / MIB
 
 
@@ -190,10 +185,10 @@ def bench_row(method: str, problem: bench.Problem, setting: bench.Setting,
     peak = peak_mib(lambda: bench.run_once(method, problem, setting), device)
     times = []
     for _ in range(repeats):
-        synchronize(device)
+        epoch.synchronize(device)
         started = time.perf_counter()
         bench.run_once(method, problem, setting)
-        synchronize(device)
+        epoch.synchronize(device)
         times.append(time.perf_counter() - started)
     error = (first.gradient - reference).norm() / reference.norm()
     return {"problem": problem.name, "method": bench.METHOD_LABELS[method],
@@ -383,14 +378,14 @@ def check_syncs(sizes: Sizes, device: torch.device, budget: Budget) -> Section:
                 continue
             y0 = problem.y0.detach().clone().requires_grad_()
             stats = aca.SolveStats()
-            synchronize(device)
+            epoch.synchronize(device)
             started = time.perf_counter()
             with count_host_syncs(device) as forward:
                 ys = aca.odeint(problem.func, y0, [0.0, 1.0], gradient=gradient, stats=stats,
                                 **options)
             with count_host_syncs(device) as backward:
                 (problem.weight * ys[-1]).sum().backward()
-            synchronize(device)
+            epoch.synchronize(device)
             step_us = 1e6 * (time.perf_counter() - started) / (stats.accepted + stats.rejected)
             syncs_f = sum(v for k, v in forward.items() if k != "cuda_sync_warnings")
             syncs_b = sum(v for k, v in backward.items() if k != "cuda_sync_warnings")
@@ -474,12 +469,12 @@ def ddp_worker(sizes: Sizes, out: Path, device: str) -> None:
     labels = torch.randint(0, 10, (local,), generator=generator).to(info.device)
     times = []
     for _ in range(2):
-        synchronize(info.device)
+        epoch.synchronize(info.device)
         started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(model(images), labels).backward()
         optimizer.step()
-        synchronize(info.device)
+        epoch.synchronize(info.device)
         times.append(time.perf_counter() - started)
     divergence = distributed.replica_divergence(model, info)
     if info.is_main:
@@ -498,7 +493,10 @@ def compile_worker(sizes: Sizes, amp: bool, device: str) -> None:
 
 # -- the report ------------------------------------------------------------------------------------
 
-SECTIONS = ("tests", "bench", "node18", "amp_compile", "syncs", "ddp")
+CHECKS = {"tests": check_tests, "bench": check_bench, "node18": check_node18,
+          "amp_compile": check_amp_compile, "syncs": check_syncs, "ddp": check_ddp}
+SECTIONS = tuple(CHECKS)
+STARTS_WORKERS = ("amp_compile", "ddp")  # they pass --dry-run on to this script's workers
 
 
 def run_section(name: str, sizes: Sizes, device: torch.device, dry_run: bool) -> dict:
@@ -506,13 +504,8 @@ def run_section(name: str, sizes: Sizes, device: torch.device, dry_run: bool) ->
     budget = Budget(sizes.budgets[name])
     started = time.perf_counter()
     try:
-        if name in ("amp_compile", "ddp"):
-            check = {"amp_compile": check_amp_compile, "ddp": check_ddp}[name]
-            section = check(sizes, device, budget, dry_run)
-        else:
-            check = {"tests": check_tests, "bench": check_bench, "node18": check_node18,
-                     "syncs": check_syncs}[name]
-            section = check(sizes, device, budget)
+        section = CHECKS[name](sizes, device, budget,
+                               *((dry_run,) if name in STARTS_WORKERS else ()))
     except Exception as error:
         section = Section(failed=error_text(error))
     wall = time.perf_counter() - started
