@@ -247,12 +247,17 @@ def check_node18(sizes: Sizes, device: torch.device, budget: Budget) -> Section:
     beside the paper's hours; the ratios between methods, ours and the paper's."""
     section = Section()
     for model_name, method in epoch.RUNS:
-        if budget.spent():
-            section.rows.append({"model": f"{model_name} ({method})", "status": SKIPPED})
-            continue
-        row = training_row(model_name, method, sizes, device)
         hours = paper.CIFAR_METHODS[method][1] if model_name == "node18" else None
-        section.rows.append({**row, "paper_hours": hours, "status": "ok"})
+        base = {"model": f"{model_name} ({method})", "paper_hours": hours}
+        if budget.spent():
+            section.rows.append({**base, "status": SKIPPED})
+            continue
+        try:
+            row = training_row(model_name, method, sizes, device)
+            section.rows.append({**row, "paper_hours": hours, "status": "ok"})
+        except Exception as error:  # e.g. naive out of device memory: a finding
+            section.rows.append({**base, "status": error_text(error)})
+            torch.cuda.empty_cache()  # a no-op without CUDA
     ours = {r["model"]: r.get("hours_90_epochs") for r in section.rows}
     aca_hours = ours.get("NODE-18 (aca)")
     for method in ("adjoint", "naive"):
@@ -327,7 +332,7 @@ def count_host_syncs(device: torch.device) -> Iterator[Counter]:
 
     def counted(name: str, original: Callable) -> Callable:
         def call(self: torch.Tensor, *args: object, **kwargs: object) -> object:
-            if self.device == device:
+            if self.device.type == device.type and device.index in (None, self.device.index):
                 counts[name] += 1
             return original(self, *args, **kwargs)
         return call
@@ -588,8 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA device; run with --dry-run to check the script on the CPU",
               file=sys.stderr)
         return 2
-    device = torch.device("cpu" if args.dry_run else "cuda")
-    if device.type == "cuda":
+    device = torch.device("cpu")
+    if not args.dry_run:  # with its index: tensors report cuda:0, never cuda
+        device = torch.device("cuda", torch.cuda.current_device())
         torch.backends.cudnn.benchmark = True
     command = " ".join(["python", "scripts/gpu_check.py", *argv])
     record = run_check(sizes, device, args.dry_run, out, command,

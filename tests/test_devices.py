@@ -27,6 +27,9 @@ GRID = {"solver": "rk4", "step_size": 0.1}
 
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device with its index (tensors report ``cuda:0``, never ``cuda``)."""
+    if request.param == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(request.param)
 
 
