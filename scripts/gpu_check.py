@@ -97,8 +97,10 @@ DRY = Sizes(mlp={"dim": 8, "batch": 4}, conv={"channels": 4, "size": 4, "batch":
             reference_tol=1e-6, repeats=1, width=4, stages=1, batch=4, warmup=1, steps=2,
             compile_backend="eager",  # dynamo's tracing without inductor's minutes of codegen
             compile_amp=(False,),
-            budgets={"tests": 30, "bench": 15, "node18": 10, "amp_compile": 40, "syncs": 5,
-                     "ddp": 30})
+            # generous: the dry run (about 30 s in all) checks that every part of every
+            # section runs, and a busy shared CPU must not make it skip any
+            budgets=dict.fromkeys(("tests", "bench", "node18", "amp_compile", "syncs", "ddp"),
+                                  120))
 
 
 class Budget:
