@@ -190,6 +190,11 @@ def _gradient_map(scale: str, out: str) -> list[Step]:
     return [script("gradient_accuracy_map.py", "--out", out, *quick)]
 
 
+def _gpu(scale: str, out: str) -> list[Step]:
+    """The GPU check (one CUDA device); at smoke scale its dry run on the CPU."""
+    return [script("gpu_check.py", *(("--dry-run",) if scale == "smoke" else ()), "--out", out)]
+
+
 @dataclass(frozen=True)
 class Target:
     """A paper table or figure: where its records live and how each scale makes them.
@@ -249,6 +254,9 @@ TARGETS: dict[str, Target] = {
     "gradient_map": Target("gradient_map", "The central claim mapped: gradient error against "
                            "cost per problem family and tolerance", _gradient_map,
                            ("gradient_map.json",), (), ("smoke", "cpu")),
+    "gpu": Target("gpu", "The paper's workloads on one CUDA device: tests, bench, NODE-18 step "
+                  "times, autocast, compile, host syncs, DDP", _gpu, ("gpu_check.json",), (),
+                  ("smoke", "paper")),
 }
 
 
