@@ -5,9 +5,9 @@
 Bad input (an unknown method/solver/task, a misspelt key, a bad value, a missing
 data directory) prints one ``error:`` line naming the value and the valid choices
 and exits with status 2; ``HYDRA_FULL_ERROR=1`` shows the traceback instead. Only the
-command line's own errors (Hydra's) and aca's (``aca.errors.AcaError``: a failed solve,
-a bad setting, missing data or extra) are shown so: any other exception is a bug and
-keeps its traceback.
+command line's own errors (Hydra's), aca's (``aca.errors.AcaError``: a failed solve,
+a bad setting, missing data or extra) and a run folder Hydra cannot write are shown so:
+any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 USAGE_EXIT_CODE = 2
 INTERRUPTED_EXIT_CODE = 130  # the shell's code for Ctrl-C
 _SHOW_TRACEBACK = False  # HYDRA_FULL_ERROR=1 as the user set it
+HYDRA_PACKAGE = str(Path(hydra.__file__).parent)
+# Hydra's functions that write the run (or sweep) folder before a job starts
+HYDRA_WRITERS = {"run_job", "sweep", "launch", "_save_config", "configure_log"}
 CHECKED_BY_TRAINER = {key for key, _, _ in RUN_SETTINGS + TRAINING_SETTINGS}
 
 
@@ -54,10 +58,23 @@ def group_options(group: str) -> list[str]:
     return sorted(path.stem for path in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
+def _hydra_writing_run_dir(error: BaseException) -> bool:
+    """Whether ``error`` is an OSError of Hydra's own writing of the run folder before the
+    job starts (creating the run or sweep folder, its .hydra/ files, its log file): an
+    unwritable ``hydra.run.dir``, or a file where a folder must be."""
+    if not isinstance(error, OSError) or error.filename is None:
+        return False
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(error.__traceback__)]
+    hydra_codes = [code for code in codes if code.co_filename.startswith(HYDRA_PACKAGE)]
+    return (not any(code is _job.__code__ for code in codes) and bool(hydra_codes)
+            and hydra_codes[-1].co_name in HYDRA_WRITERS)
+
+
 def describe_error(error: BaseException) -> str | None:
     """One line for an error caused by the user's input, None for a bug (whose
-    traceback is worth seeing): Hydra's errors of the command line and aca's own
-    (AcaError: ODEError, ConfigError, DataError, MissingExtraError)."""
+    traceback is worth seeing): Hydra's errors of the command line, aca's own
+    (AcaError: ODEError, ConfigError, DataError, MissingExtraError), and an OSError on the
+    run folder (unwritable, or a file where a folder must be)."""
     if isinstance(error, MissingConfigException):
         missing = re.search(r"Could not find '([^']+)/([^'/]+)'", str(error))
         if missing:
@@ -74,6 +91,9 @@ def describe_error(error: BaseException) -> str | None:
         return f"{error}: {cause}"
     if isinstance(error, (ConfigCompositionException, OverrideParseException, AcaError)):
         return str(error)
+    if _hydra_writing_run_dir(error):
+        return (f"cannot write the run folder: {error.strerror}: {error.filename}; choose "
+                "another with hydra.run.dir=PATH (hydra.sweep.dir=PATH with -m)")
     # A launcher that runs the jobs in other processes (submitit) reports a failed job
     # with the job's stderr, which holds the job's own one-line error.
     job_error = re.search(r"^error: (.+)$", str(error), re.MULTILINE)

@@ -7,12 +7,19 @@ changes, a hash of that code exactly as it ran, and the Python, torch and platfo
 versions. ``scripts/reproduce.py check`` compares each record's hash with the code
 now and lists the records made by other code ("stale").
 
-The code is what makes a record: the files under ``CODE_PATHS`` (the library and
-the configs and presets it runs), without the reporting code in ``REPORTING``
-(drawing a table differently does not change a record). Its hash is a SHA-1 over
-each file's path and git blob id, so it is the same for a clean checkout of a
-commit and for a working tree that holds the same files, committed or not.
-Outside a git checkout the git facts read ``"unknown"``; nothing fails.
+The code is what makes a record: the files under ``CODE_PATHS`` (the library, the
+configs and presets it runs, and the scripts that write records: the benchmarks,
+``solver_robustness.py``, ``reproduce.py``, whose ``summarize`` writes the cross-run
+tables), without the reporting code in ``REPORTING`` that only renders, judges or
+checks records (drawing a table differently does not change a record; the summaries
+in ``aca/report`` that write records, and the plan with their commands, do). Its hash
+is a SHA-1 over each file's path and git blob id, so it is the same for a clean
+checkout of a commit and for a working tree that holds the same files, committed or
+not. Outside a git checkout the git facts read ``"unknown"``; nothing fails.
+
+Generated data (the Hopper trajectories) is made by other software too (dm_control,
+mujoco): its loader notes a checksum (``note_data``) that the run's stamp carries as
+``data``.
 """
 
 from __future__ import annotations
@@ -28,10 +35,48 @@ from pathlib import Path
 from typing import Any
 
 UNKNOWN = "unknown"
-CODE_PATHS = ("aca", "configs", "experiments")
-REPORTING = ("aca/report",)
+CODE_DIRS = ("aca", "configs", "experiments")
+#: the scripts that write run records (scripts/reproduce.py: the ``summarize`` tables)
+RECORD_SCRIPTS = ("scripts/bench_gradients.py", "scripts/bench_per_sample.py",
+                  "scripts/reproduce.py", "scripts/solver_robustness.py")
+CODE_PATHS = CODE_DIRS + RECORD_SCRIPTS
+#: the reporting code that writes no record: renders, judges or checks them
+REPORTING = tuple(f"aca/report/{name}.py" for name in
+                  ("claims", "drift", "figures", "records", "render", "tables"))
+#: the code, in words (messages)
+CODE_WHERE = f"{', '.join(p + '/' for p in CODE_DIRS)} and the record-writing scripts"
 #: the stamp fields a CSV record carries as columns, one stamp per row
 CSV_FIELDS = ("commit", "dirty", "code")
+
+
+_DATA: dict[str, str] = {}
+
+
+def data_checksum(data: Any) -> str:
+    """SHA-256 of a tensor's values, dtype and shape (as stored on the CPU)."""
+    import torch
+
+    array = data.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{array.dtype} {tuple(array.shape)}\n".encode())
+    digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    return digest.hexdigest()
+
+
+def note_data(name: str, data: Any) -> str:
+    """Record that this process used generated data set ``name`` (its checksum is returned
+    and goes into ``data_stamp``)."""
+    _DATA[name] = data_checksum(data)
+    return _DATA[name]
+
+
+def forget_data() -> None:
+    """Start a new run: no generated data used yet."""
+    _DATA.clear()
+
+
+def data_stamp() -> dict[str, Any]:
+    """``{"data": {name: checksum}}`` of the generated data this process used (or ``{}``)."""
+    return {"data": dict(sorted(_DATA.items()))} if _DATA else {}
 
 
 def cpu_name() -> str:
@@ -156,10 +201,16 @@ def describe(stamp_: dict[str, Any]) -> str:
     """One line for a log file: commit, uncommitted changes, code hash and versions."""
     changes = {True: "with uncommitted changes", False: "clean", UNKNOWN: "changes unknown"}
     return (f"commit {stamp_['commit']} ({changes.get(stamp_['dirty'], stamp_['dirty'])} under "
-            f"{', '.join(p + '/' for p in CODE_PATHS)}), code {stamp_['code']}; Python "
+            f"{CODE_WHERE}), code {stamp_['code']}; Python "
             f"{stamp_['python']}, torch {stamp_['torch']}, {stamp_['platform']}, {stamp_['cpu']}")
 
 
 def csv_cells(stamp_: dict[str, Any] | None) -> list[Any]:
     """A stamp as the ``CSV_FIELDS`` columns of a table row."""
     return [UNKNOWN if not stamp_ else stamp_.get(key, UNKNOWN) for key in CSV_FIELDS]
+
+
+def data_cell(stamp_: dict[str, Any] | None) -> str:
+    """A stamp's generated data as one CSV cell, ``name=checksum`` joined by ``;`` (or "")."""
+    return ";".join(f"{name}={checksum}" for name, checksum in
+                    ((stamp_ or {}).get("data") or {}).items())

@@ -148,7 +148,7 @@ def solve(method: str, problem: Problem, y0: Tensor, setting: Setting) -> tuple[
     """``y`` at the output times after ``t0 = 0`` by one method; also return what the
     method reports about its steps. ``aca_landing``: ACA landing on every output time."""
     func = problem.func
-    times = torch.linspace(0.0, setting.t1, setting.outputs, dtype=y0.dtype)
+    times = torch.linspace(0.0, setting.t1, setting.outputs, dtype=y0.dtype, device=y0.device)
     fixed = setting.step_size is not None
     if method in ("aca", "adjoint", "naive", "aca_landing", "adjoint_seminorm"):
         stats = aca.SolveStats()

@@ -34,6 +34,7 @@ TRAINER_TESTS = ("tests/test_trainer.py",)
 RESUME_TESTS = ("tests/test_resume.py",)
 CLI_TESTS = ("tests/test_cli.py",)
 PER_SAMPLE_TESTS = ("tests/test_per_sample.py",)
+CLAIMS_TESTS = ("tests/test_claims.py",)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ STEP, ODEINT = "aca/solvers/step.py", "aca/odeint.py"
 ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gradients/base.py"
 WRAPPERS = "aca/solvers/wrappers.py"
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
+TORCHDIFFEQ, PROVENANCE, DRIFT = "aca/torchdiffeq.py", "aca/provenance.py", "aca/report/drift.py"
+CLAIMS = "aca/report/claims.py"
 
 MUTATIONS = [
     # the seven of issue 19
@@ -177,6 +180,12 @@ MUTATIONS = [
     mutation("resume-restarts-step", "resume starts the global step (KL annealing) over",
              (TRAINER, 'self.step = state.get("step", ', 'self.step = 0 * state.get("step", '),
              tests=RESUME_TESTS),
+    # aca-run (issue 29)
+    mutation("run-folder-unlocked", "a second run may write a run folder a running one holds",
+             (TRAINER, "                held.enter_context(run_folder_lock(out_dir))\n",
+              "                pass\n"), tests=CLI_TESTS),
+    mutation("monitor-unchecked", "a trainer.monitor that is not a metric trains unnoticed",
+             (TRAINER, "        self.check_monitor()\n", ""), tests=CLI_TESTS),
     # per-sample steps (issue 16)
     mutation("per-sample-norm-mixes-samples",
              "per_sample: the error norm is taken over the whole batch, not each sample",
@@ -218,6 +227,55 @@ MUTATIONS = [
     mutation("cli-hides-bugs", "aca-run prints any exception as one line, hiding real bugs",
              (CLI, "OverrideParseException, AcaError)):", "OverrideParseException, Exception)):"),
              tests=CLI_TESTS),
+    # issue 27: what a fresh set of mutants showed untested
+    mutation("adjoint-tolerances-ignored",
+             "aca.torchdiffeq: adjoint_rtol/adjoint_atol ignored (the forward tolerances used)",
+             (TORCHDIFFEQ, 'adjoint["rtol"] = adjoint_rtol', "pass"),
+             (TORCHDIFFEQ, 'adjoint["atol"] = adjoint_atol', "pass"),
+             tests=("tests/test_torchdiffeq_dropin.py",)),
+    mutation("sampler-ignores-seed", "every seed of a sweep sees the same batch order",
+             (TRAINER, "shuffle=True, seed=self.cfg.seed)", "shuffle=True, seed=0)"),
+             tests=TRAINER_TESTS),
+    mutation("resume-forgets-best",
+             "resume does not restore the best metric: the next epoch always overwrites best.pt",
+             (TRAINER, 'self.start_epoch, self.best, self.history = state["epoch"], state["best"],',
+              'self.start_epoch, self.best, self.history = state["epoch"], None,'),
+             tests=TRAINER_TESTS),
+    mutation("binomial-extra-slot",
+             "bounded aca: one state more than max_checkpoints allows between kept states",
+             (ACA, "slots = max(budget - len(starts), ", "slots = max(budget - len(starts) + 1, "),
+             tests=("tests/test_gradients.py", "tests/test_contract.py")),
+    mutation("provenance-skips-scripts",
+             "the code hash leaves out the scripts that write records (the bench's rtol)",
+             (PROVENANCE, "CODE_PATHS = CODE_DIRS + RECORD_SCRIPTS", "CODE_PATHS = CODE_DIRS"),
+             tests=("tests/test_provenance.py",)),
+    mutation("provenance-skips-summaries",
+             "the code hash leaves out aca/report's summaries, which write the tables",
+             (PROVENANCE, '("claims", "drift",', '("claims", "drift", "summaries",'),
+             tests=("tests/test_provenance.py",)),
+    mutation("hopper-data-unstamped", "a run's stamp leaves out the checksum of generated data",
+             (TRAINER, '"provenance": {**provenance.stamp(), **provenance.data_stamp()}}',
+              '"provenance": provenance.stamp()}'),
+             tests=("tests/test_resume.py::test_a_resumed_run_equals_an_uninterrupted_one",)),
+    mutation("drift-skips-unstamped", "drift passes over a committed record without a stamp",
+             (DRIFT, 'raise DataError(f"{spec.record} has no provenance stamp',
+              'return [] if True else DataError(f"{spec.record} has no provenance stamp'),
+             tests=("tests/test_drift.py",)),
+    # the claim rules (issue 27): each threshold pinned by values just inside and outside it
+    mutation("three-body-tolerance-1e-3", "three-body masses count as recovered within 1e-3",
+             (CLAIMS, "THREE_BODY_TOLERANCE = 1e-4", "THREE_BODY_TOLERANCE = 1e-3"),
+             tests=CLAIMS_TESTS),
+    mutation("cost-rule-max", "the cost rule's reproduced needs one setting, not every one",
+             (CLAIMS, "REPRODUCED if min(ratios) > 1", "REPRODUCED if max(ratios) > 1"),
+             tests=CLAIMS_TESTS),
+    mutation("toy-share-0.6", "toy partly needs ACA lowest at 60 % of the T, not half",
+             (CLAIMS, "TOY_PARTLY_SHARE = 0.5", "TOY_PARTLY_SHARE = 0.6"), tests=CLAIMS_TESTS),
+    mutation("hopper-better-model-vs-baseline",
+             "Hopper judged where the better of ACA and adjoint beats the baselines",
+             (CLAIMS, "worst = max(statistics.fmean(aca)", "worst = min(statistics.fmean(aca)"),
+             tests=CLAIMS_TESTS),
+    mutation("noise-margin-0.5", "a difference counts beyond half the seeds' spread",
+             (CLAIMS, "NOISE_MARGIN = 1.0", "NOISE_MARGIN = 0.5"), tests=CLAIMS_TESTS),
 ]
 
 

@@ -35,18 +35,25 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_training(model_name: str, method: str | None, args: argparse.Namespace,
-                  device: torch.device) -> list:
-    """One row: mean step time, epoch estimate, NFE per step, peak GPU memory."""
+                  device: torch.device, amp: bool = False,
+                  compile_backend: str | None = None) -> list:
+    """One row: mean step time, epoch estimate, NFE per step, peak GPU memory. ``amp``:
+    the loss under bfloat16 autocast (backward after it, as the trainer's ``amp``);
+    ``compile_backend``: the model through ``torch.compile`` with that backend."""
     torch.manual_seed(0)
     ode = {"solver": "heun_euler", "gradient": method or "aca", "rtol": 1e-2, "atol": 1e-2}
-    model = build_model(model_name, num_classes=10, width=args.width, ode_options=ode).to(device)
+    model = build_model(model_name, num_classes=10, width=args.width, num_stages=args.stages,
+                        ode_options=ode).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     images = torch.randn(args.batch_size, 3, 32, 32, device=device)
     labels = torch.randint(0, 10, (args.batch_size,), device=device)
+    trained = torch.compile(model, backend=compile_backend) if compile_backend else model
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = F.cross_entropy(trained(images), labels)
+        loss.backward()
         optimizer.step()
 
     for _ in range(args.warmup):
@@ -71,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--width", type=int, default=64, help="64: the paper's networks")
+    parser.add_argument("--stages", type=int, default=4, help="4: the paper's networks")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=3)

@@ -6,6 +6,7 @@ than starting Python and torch again for every case."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from conftest import TEST_CONFIG_DIR, cli_command, cli_env, compose_config
 import aca
 from aca import cli
 from aca.train import run
+from aca.train.lock import LOCK_NAME, run_folder_lock
 
 BAD_INPUT = {
     "unknown solver": (("solver=foo",), ["unknown solver 'foo'", "bosh3, dopri5"]),
@@ -84,6 +86,21 @@ BAD_INPUT = {
     "checkpoint of other model settings": (
         ("task=dummy", "task.dim=3", "ckpt={files}/dummy/last.pt"),
         ["does not fit this model", "it was trained with task.dim=4"]),
+    "truncated checkpoint": (("task=dummy", "ckpt={files}/truncated.pt"),
+                             ["truncated.pt is a damaged checkpoint", "truncated or corrupted"]),
+    # settings a task refuses in its constructor, before any data is made
+    "one observation time": (("task=vdp", "task.n_points=1"), ["task.n_points=1", ">= 2"]),
+    "negative noise": (("task=vdp", "task.noise=-1"), ["task.noise=-1", ">= 0"]),
+    "negative number of end times": (("task=toy", "task.T_num=-3"), ["task.T_num=-3", ">= 1"]),
+    "end times reversed": (("task=toy", "task.T_min=5", "task.T_max=1"),
+                           ["task.T_max=1", ">= task.T_min (5)"]),
+    "tolerance of 1 or more": (("task=dummy", "solver.rtol=1e10"),
+                               ["solver.rtol=10000000000.0", "[0, 1)"]),
+    "monitor that is not a metric": (("task=dummy", "trainer.monitor=test_acc"),
+                                     ["trainer.monitor='test_acc'", "test_mse, test_nfe"]),
+    "run folder below a file": (("task=dummy", "hydra.run.dir={files}/text.pt/run"),
+                                ["cannot write the run folder", "text.pt/run",
+                                 "hydra.run.dir=PATH"]),
 }
 SUBPROCESS_RUNS = {"train": ("task=dummy",), "unknown solver": BAD_INPUT["unknown solver"][0]}
 
@@ -141,6 +158,8 @@ def checkpoints(tmp_path_factory) -> Path:
     torch.save(torch.nn.Linear(2, 2).state_dict(), folder / "bare.pt")
     run(compose_config("task=dummy", "trainer=smoke", "trainer.checkpoint=true"),
         folder / "dummy")
+    # cut inside the archive, where torch reports "OSError: [Errno 22] Invalid argument"
+    (folder / "truncated.pt").write_bytes((folder / "dummy" / "last.pt").read_bytes()[:5000])
     return folder
 
 
@@ -164,8 +183,55 @@ def test_bad_input_from_a_real_process(real_runs) -> None:
 
 
 def test_hydra_full_error_lets_the_exception_through(aca_main) -> None:
-    with pytest.raises(aca.InvalidOptionError, match="rtol"):
-        aca_main("task=dummy", "solver.rtol=-1", full_error="1")
+    with pytest.raises(aca.InvalidOptionError, match="safety"):
+        aca_main("task=dummy", "+solver.safety=2", full_error="1")
+
+
+def test_checkpoint_mismatch_names_model_settings_not_the_recipe(aca_main, checkpoints) -> None:
+    """task.epochs may change on resume, so it is no reason for a checkpoint not to fit."""
+    status, _, stderr = aca_main("task=dummy", "task.dim=3", "task.epochs=5",
+                                 f"ckpt={checkpoints}/dummy/last.pt")
+    _assert_one_error_line(status, stderr, ["it was trained with task.dim=4"])
+    assert "task.epochs" not in stderr
+
+
+def test_amp_on_a_cpu_is_off_with_a_one_line_notice(aca_main) -> None:
+    status, out, err = aca_main("task=dummy", "trainer=smoke", "trainer.amp=true")
+    assert status == 0, err
+    notices = [line for line in (out + err).splitlines() if "trainer.amp" in line]
+    assert len(notices) == 1 and "is off on cpu" in notices[0], out + err
+
+
+def test_a_second_run_in_a_busy_run_folder_is_refused(aca_main, tmp_path) -> None:
+    """While a run holds its folder's lock, another run there is refused, naming the folder
+    and the holder; the folder's records are left alone."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with run_folder_lock(folder):
+        status, _, stderr = aca_main("task=dummy", f"hydra.run.dir={folder}")
+        _assert_one_error_line(status, stderr, [f"run folder {folder} is in use",
+                                                f"pid {os.getpid()}"])
+        assert not (folder / "config.yaml").exists() and not (folder / "result.json").exists()
+    assert aca_main("task=dummy", "task.epochs=1", f"hydra.run.dir={folder}")[0] == 0
+
+
+def test_a_run_killed_with_sigkill_leaves_no_lock_behind(aca_main, tmp_path) -> None:
+    """A process killed while it holds the lock (kill -9: no clean-up runs) does not block
+    the run that resumes in its folder."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from aca.train.lock import run_folder_lock\n"
+         "with run_folder_lock(Path(sys.argv[1])):\n print('held', flush=True); time.sleep(300)",
+         str(folder)], stdout=subprocess.PIPE, text=True, env=cli_env())
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()  # SIGKILL
+    holder.wait()
+    assert (folder / LOCK_NAME).is_file()  # left behind, as kill -9 leaves it
+    status, _, stderr = aca_main("task=dummy", "task.epochs=1", f"hydra.run.dir={folder}")
+    assert status == 0, stderr
+    assert (folder / "result.json").is_file() and not (folder / LOCK_NAME).exists()
 
 
 def test_cfg_job_prints_the_composed_config_with_overrides(aca_main, tmp_path) -> None:
@@ -189,11 +255,20 @@ def test_training_run_writes_its_records_in_the_hydra_run_dir(real_runs) -> None
     assert "final.test_mse" in done.stdout and "dummy | train | method=aca" in done.stdout
 
 
+def test_a_solver_once_missing_from_the_command_line_runs(aca_main, tmp_path) -> None:
+    """``solver=dopri5_classic``, listed by the README, was refused as unknown."""
+    status, _, stderr = aca_main("task=dummy", "solver=dopri5_classic", "task.epochs=1",
+                                 "hydra.run.dir=run")
+    assert status == 0, stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["solver"]["name"] == "dopri5_classic"
+
+
 def test_sweep_runs_every_job_in_the_multirun_dir(aca_main, tmp_path) -> None:
     status, _, stderr = aca_main("-m", "task=dummy", "method=aca,naive", "task.epochs=1",
                                  "hydra.sweep.dir=sweep")
     assert status == 0, stderr
-    for job, method in (("0_aca-dopri5", "aca"), ("1_naive-dopri5", "naive")):
+    for job, method in (("0_aca-dopri5-seed0", "aca"), ("1_naive-dopri5-seed0", "naive")):
         result = json.loads((tmp_path / "sweep" / job / "result.json").read_text())
         assert result["method"] == method
 
@@ -201,7 +276,7 @@ def test_sweep_runs_every_job_in_the_multirun_dir(aca_main, tmp_path) -> None:
 def test_help_and_info_are_hydra_s(aca_main) -> None:
     status, out, _ = aca_main("--help")
     assert status == 0 and out.startswith("aca-run:")
-    assert "solver: bosh3, dopri5" in out and "experiment:" in out
+    assert "solver: adaptive_heun, bosh3, dopri5" in out and "experiment:" in out
     status, out, _ = aca_main("--info", "searchpath")
     assert status == 0 and "Config search path" in out and str(cli.CONFIG_DIR) in out
 
@@ -215,7 +290,7 @@ def test_submitit_sweep_runs_each_job_in_its_own_process(aca_main, tmp_path, mon
     status, _, stderr = aca_main("-m", "hydra/launcher=submitit_local", "task=dummy",
                                  "method=aca,naive", "trainer=smoke", "hydra.sweep.dir=sweep")
     assert status == 0, stderr
-    for job, method in (("0_aca-dopri5", "aca"), ("1_naive-dopri5", "naive")):
+    for job, method in (("0_aca-dopri5-seed0", "aca"), ("1_naive-dopri5-seed0", "naive")):
         result = json.loads((tmp_path / "sweep" / job / "result.json").read_text())
         assert result["method"] == method and result["final"]["epoch"] == 2
     logs = list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))

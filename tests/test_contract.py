@@ -153,7 +153,7 @@ def test_case_02_adjoint_time_gradient_agrees_with_torchdiffeq():
                   lambda t: torchdiffeq.odeint_adjoint(func, y0, t, rtol=1e-9, atol=1e-11)):
         t = torch.tensor([0.1, 0.5, 1.2], requires_grad=True)
         grads.append(torch.autograd.grad(loss_of(solve(t)), [t])[0])
-    assert (grads[0] - grads[1]).abs().max() < 1e-6 * grads[1].abs().max()
+    assert (grads[0] - grads[1]).abs().max() < 5e-9 * grads[1].abs().max()  # measured 4.7e-10
 
 
 # 3. max_checkpoints bounds the backward peak too ----------------------------------------
@@ -200,8 +200,9 @@ def test_case_04_dropout_is_replayed(solver, step_size):
     ys_naive, naive_grads, _ = grads("naive")
     assert torch.allclose(ys_aca, ys_naive, rtol=1e-12)  # the same forward, masks included
     # naive also differentiates the step-size control, which sees the dropout noise: equal
-    # on a grid, 1-6 % apart when adaptive (15 % when the first stage is not replayed)
-    assert relative_error(aca_grads, naive_grads) < (1e-12 if step_size else 0.1)
+    # on a grid (measured 2e-16), 6.0 % apart here when adaptive (15 % when the first stage
+    # is not replayed), so 8 %: not 10x, which would let the missing replay pass
+    assert relative_error(aca_grads, naive_grads) < (1e-12 if step_size else 0.08)
     # recomputed states equal the forward's only if every step's masks are replayed
     _, bounded, _ = grads("aca", max_checkpoints=2)
     assert all(torch.equal(a, b) for a, b in zip(aca_grads, bounded))

@@ -39,7 +39,7 @@ def ddp_results(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
                           cwd=sweep_dir, env=cli_env(), capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {task: json.loads((sweep_dir / f"{index}_aca-rk4" / "result.json").read_text())
+    return {task: json.loads((sweep_dir / f"{index}_aca-rk4-seed0" / "result.json").read_text())
             for index, task in enumerate(TASKS)}
 
 

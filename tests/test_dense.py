@@ -176,4 +176,4 @@ def test_adjoint_between_interpolated_outputs_agrees_with_torchdiffeq():
         t = torch.linspace(0.0, 2.0, 30, requires_grad=True)
         ys = solve(t)
         grads.append(torch.autograd.grad((ys**2).sum(), [t, y0, *func.parameters()]))
-    assert relative_error(grads[0], grads[1]) < 1e-6
+    assert relative_error(grads[0], grads[1]) < 1e-8  # measured 1.3e-9

@@ -227,7 +227,7 @@ def test_aca_is_autograd_through_each_samples_accepted_steps():
     _, got, _ = solve(mu, y0, times, per_sample=True)
     assert relative_error(got, want) < 1e-10
     _, naive, _ = solve(mu, y0, times, "naive", per_sample=True)
-    assert relative_error(got, naive) < 1e-3
+    assert relative_error(got, naive) < 1e-4  # measured 9.3e-6
 
 
 def _recorded(func, y0, times, controller):

@@ -13,6 +13,9 @@ import pytest
 import torch
 
 from aca import provenance
+from aca.data import hopper
+from aca.report.plan import TARGETS, plan
+from aca.report.records import is_current
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 
@@ -28,6 +31,8 @@ def checkout(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     for name, text in {"aca/__init__.py": "", "aca/solvers/step.py": "h = 1\n",
                        "aca/report/render.py": "tables\n", "experiments/toy.yaml": "a: 1\n",
+                       "aca/report/summaries.py": "rows\n", "scripts/mutate.py": "m\n",
+                       "scripts/bench_gradients.py": "rtol = 1e-3\n",
                        "README.md": "docs\n", ".gitignore": "__pycache__/\n"}.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -101,3 +106,48 @@ def test_this_checkout_is_stamped() -> None:
                           text=True, check=True).stdout.strip()
     assert stamp["commit"] == head and re.fullmatch(r"[0-9a-f]{40}", stamp["code"])
     assert stamp["dirty"] in (True, False)
+
+
+@needs_git
+@pytest.mark.parametrize("edit", ["scripts/bench_gradients.py", "aca/report/summaries.py"])
+def test_the_scripts_and_summaries_that_write_records_are_code(checkout: Path, edit: str) -> None:
+    """A record is stale once the script that wrote it (the bench's default rtol 1e-3 ->
+    1e-1), or the summary that tabulated it, changes; tools that write no record do not
+    count."""
+    stamp = provenance.make_stamp(checkout)
+    (checkout / "scripts" / "mutate.py").write_text("another mutation\n")
+    assert is_current(stamp, provenance.working_code(checkout))
+    (checkout / edit).write_text("rtol = 1e-1\n")
+    assert not is_current(stamp, provenance.working_code(checkout))
+    git(checkout, "commit", "-q", "-am", "edited")
+    assert provenance.code_commits_since(checkout, stamp["commit"]) == 1
+
+
+def test_every_script_and_summary_of_the_plan_is_code() -> None:
+    """Every command of every target runs code the stamp covers: its script, and for
+    ``reproduce.py summarize`` the summaries and what they import from aca/report."""
+    scripts = {step.argv[1] for name, target in TARGETS.items() for scale in target.scales
+               for step in plan(name, scale) if step.argv[0] == "python"}
+    assert scripts and all(provenance.is_code(path) for path in scripts), scripts
+    modules = {f"aca/report/{name}.py" for name in ("summaries", "runs", "format", "paper",
+                                                    "plan", "cli")}
+    assert all(provenance.is_code(path) for path in modules)
+    assert not provenance.is_code("aca/report/render.py")
+
+
+def test_generated_data_is_in_the_stamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Hopper loader notes the checksum of the data it returns, cached or not; a new
+    run forgets the data of the last one."""
+    data = torch.arange(6.0).reshape(1, 3, 2)
+    monkeypatch.setattr(hopper, "generate_hopper", lambda *args: data)
+    provenance.forget_data()
+    assert provenance.data_stamp() == {}
+    hopper.load_hopper(tmp_path, 1, n_steps=3)
+    checksum = provenance.data_checksum(data)
+    assert provenance.data_stamp() == {"data": {"hopper_n1_T3_seed123": checksum}}
+    provenance.forget_data()
+    hopper.load_hopper(tmp_path, 1, n_steps=3)  # from the cache
+    assert provenance.data_stamp()["data"]["hopper_n1_T3_seed123"] == checksum
+    assert provenance.data_cell(provenance.data_stamp()) == f"hopper_n1_T3_seed123={checksum}"
+    assert checksum != provenance.data_checksum(data.double())
+    provenance.forget_data()

@@ -53,6 +53,9 @@ def test_a_resumed_run_equals_an_uninterrupted_one(task: str, data_dir: Path, tm
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = compose_config(f"task={task}", *SMOKE, *TASKS[task], f"data_dir={data_dir}")
     whole = run(cfg, tmp_path / "whole")
+    # the stamp carries the checksum of generated data (the cached Hopper file), and only
+    # of this run's
+    assert ("data" in whole["provenance"]) == (task == "mujoco_cached"), whole["provenance"]
     with monkeypatch.context() as patch:
         interrupt_in_second_epoch(patch)
         with pytest.raises(Interrupted):

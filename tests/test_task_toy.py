@@ -36,7 +36,8 @@ def test_closed_form_matches_autograd_of_the_exact_solution() -> None:
 def test_every_method_is_accurate_at_tight_tolerance(method: str) -> None:
     ode = {"solver": "dopri5", "rtol": 1e-10, "atol": 1e-10, "step_size": None}
     row = measure_gradient(method, 12.0, 0.2, 1.0, ode)
-    assert row["rel_err_z0"] < 1e-6 and row["rel_err_alpha"] < 1e-6
+    # measured at most 5.7e-10 (aca, alpha); about 10x that
+    assert row["rel_err_z0"] < 5e-9 and row["rel_err_alpha"] < 5e-9
     assert row["nfe_forward"] > 0
     assert (row["nfe_backward"] > 0) == (method != "naive")
 

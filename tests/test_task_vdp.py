@@ -27,7 +27,7 @@ def test_reverse_time_error_grows_as_the_tolerance_loosens() -> None:
     errors = [reconstruction(0.2, Y0, 20.0, 2, {"solver": "dopri5", "rtol": tol, "atol": tol})
               ["error"] for tol in (1e-7, 1e-5, 1e-3)]
     assert errors[0] < errors[1] < errors[2]
-    assert errors[0] < 1e-3 and errors[2] > 1e-2
+    assert errors[0] < 3e-4 and errors[2] > 1e-2  # measured 3.1e-5 and 1.1
 
 
 def test_aca_gradient_matches_finite_differences_of_the_discrete_forward() -> None:

@@ -94,6 +94,30 @@ def test_each_epoch_shuffles_the_training_set_anew(dummy_config, tmp_path) -> No
     assert [i for batch in again._train_batches(1) for i in batch] == orders[1]
 
 
+def test_the_shuffle_follows_the_runs_seed(dummy_config, tmp_path) -> None:
+    """Each seed of a sweep sees its own batch order (the spread over seeds behind the
+    digits and Hopper verdicts counts it), and a seed always the same one."""
+    def order(seed: int) -> list[int]:
+        cfg = dummy_config(f"seed={seed}")
+        trainer = Trainer(cfg, build_task(cfg), tmp_path, distributed.setup(False, "cpu"))
+        return [index for batch in trainer._train_batches(0) for index in batch]
+
+    assert order(0) != order(1) != order(2) != order(0)
+    assert order(1) == order(1)
+
+
+def test_a_resumed_run_keeps_its_best_checkpoint(dummy_config, tmp_path) -> None:
+    """Resuming restores the best monitored value: the first epoch after a resume replaces
+    best.pt only when it is better. (Monitoring the highest test MSE of a run whose MSE
+    falls, best.pt is the first epoch's.)"""
+    worst = ("trainer.monitor=test_mse", "trainer.monitor_mode=max")
+    first = run(dummy_config(*worst, "task.epochs=1"), tmp_path)
+    resumed = run(dummy_config(*worst, "task.epochs=3"), tmp_path)
+    best = load(tmp_path / "best.pt")
+    assert best["epoch"] == 1 and best["best"] == first["best"]["test_mse"]
+    assert resumed["best"]["test_mse"] == first["best"]["test_mse"] > resumed["final"]["test_mse"]
+
+
 def test_gradient_clipping_bounds_each_update(dummy_config, tmp_path) -> None:
     """With SGD (which, unlike Adam, follows the gradient's length) and a clipping norm of
     1e-9 the weights move by at most lr * 1e-9 per step: the loss stays where it began."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from aca import provenance
 from aca.errors import ConfigError, MissingExtraError
 
 HOPPER_SEED = 123
@@ -61,13 +62,16 @@ def generate_hopper(
 def load_hopper(
     data_dir: str | Path, n_trajectories: int, n_steps: int = HOPPER_STEPS, seed: int = HOPPER_SEED
 ) -> torch.Tensor:
-    """The cached trajectories of :func:`generate_hopper`, generated on first use."""
+    """The cached trajectories of :func:`generate_hopper`, generated on first use; their
+    checksum goes into the run's provenance stamp (``aca.provenance.note_data``)."""
     path = Path(data_dir) / "hopper" / f"hopper_n{n_trajectories}_T{n_steps}_seed{seed}.pt"
     if path.exists():
-        return torch.load(path)
-    data = generate_hopper(n_trajectories, n_steps, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
+        data = torch.load(path)
+    else:
+        data = generate_hopper(n_trajectories, n_steps, seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, path)
+    provenance.note_data(path.stem, data)
     return data
 
 

@@ -12,6 +12,8 @@
 - ``cli``: ``python scripts/reproduce.py`` (run, render, list, check, drift, summarize)
 
 Tasks use only ``format``, ``paper`` and ``figures`` (they draw their own run's figures
-into their run folder); everything else reads run folders and writes results/, and is
-the reporting code that a record's code hash leaves out (aca.provenance).
+into their run folder); everything else reads run folders and writes results/. A
+record's code hash (aca.provenance) covers the modules that write records (``summaries``
+and what it uses, ``plan``, ``cli``) and leaves out those that only render, judge or
+check them (``provenance.REPORTING``).
 """

@@ -23,10 +23,6 @@ VOLATILE = frozenset({"provenance", "command", "out_dir", "date", "time_s", "tot
                       "wall_time_s", "train_time_s", "test_time_s"})
 
 
-class Unverifiable(Exception):
-    """A committed record without a provenance stamp: made before stamps, not comparable."""
-
-
 @dataclass(frozen=True)
 class DriftCheck:
     """A cheap deterministic ``aca-run`` job whose records must equal the committed ones.
@@ -139,14 +135,15 @@ def compose_job(overrides: Sequence[str]) -> Any:
 def drift(name: str, workdir: Path, results: Path = REPO_ROOT / "results") -> list[str]:
     """Rerun drift check ``name`` in this process, in run folder ``workdir``; return how its
     records
-    differ from the committed ones under ``results`` (empty: they reproduce). Raises
-    Unverifiable when the committed record has no stamp (made before stamps existed)."""
+    differ from the committed ones under ``results`` (empty: they reproduce). A committed
+    record without a stamp (or missing) is a DataError: which code made it is unknown, so
+    it cannot vouch for the code under test."""
     from aca.train import run
 
     spec = DRIFT_CHECKS[name]
     if stamp_of(_load(results / spec.record, spec)) is None:
-        raise Unverifiable(f"{spec.record} has no provenance stamp; rerun it with `python "
-                           f"scripts/reproduce.py run {spec.target}` to check it")
+        raise DataError(f"{spec.record} has no provenance stamp: rerun it with `python "
+                        f"scripts/reproduce.py run {spec.target}` and commit its records")
     run(compose_job(spec.overrides), workdir)
     found = []
     for committed, new in spec.files:
@@ -156,7 +153,8 @@ def drift(name: str, workdir: Path, results: Path = REPO_ROOT / "results") -> li
 
 
 def drift_command(names: Sequence[str]) -> int:
-    """``drift``: rerun each check (one torch thread), print how it went; 1 on any drift."""
+    """``drift``: rerun each check (one torch thread), print how it went; 1 on any drift or
+    on a committed record that is missing or unstamped."""
     import tempfile
 
     import torch
@@ -173,8 +171,9 @@ def drift_command(names: Sequence[str]) -> int:
             with tempfile.TemporaryDirectory() as workdir, \
                     contextlib.redirect_stdout(io.StringIO()):  # the runs' own tables
                 found = drift(name, Path(workdir))
-        except Unverifiable as reason:
-            print(f"skipped {name}: {reason}")
+        except DataError as reason:
+            drifted = True
+            print(f"FAILED  {name}: {reason}")
             continue
         seconds = time.perf_counter() - began
         if not found:

@@ -324,12 +324,13 @@ def accuracy_curves(curves: list[tuple[str, list[float], list[float], list[float
     for label, epochs, seconds, accuracy in curves:
         by_epoch.plot(epochs, accuracy, marker=".", label=label)
         by_time.plot([s / scale for s in seconds], accuracy, marker=".", label=label)
-    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{title}: accuracy vs epoch")
+    by_epoch.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy vs epoch")
     by_time.set(xlabel=f"training wall time ({unit})", ylabel="test accuracy (%)",
-                title=f"{title}: accuracy vs time")
+                title="accuracy vs training time")
     for axis in (by_epoch, by_time):
         axis.grid(alpha=0.3)
         axis.legend()
+    figure.suptitle(title)
     return save_figure(figure, path)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,10 @@ from typing import Any
 from aca.errors import MissingExtraError
 
 FIGURE_DPI = 120
+
+
+class FigureLayoutWarning(UserWarning):
+    """A figure's title or label is cut off at its edge or overlaps another."""
 
 
 def format_cell(value: Any) -> str:
@@ -65,9 +71,37 @@ def pyplot() -> Any:
     return plt
 
 
+def layout_problems(figure: Any) -> list[str]:
+    """The titles, axis labels and legends of ``figure``, as drawn at its size, that reach
+    past its edges, and the titles and labels that overlap one another."""
+    renderer = figure.canvas.get_renderer()
+    labels = [text for text in figure.texts if text.get_text() and text.get_visible()]
+    legends = list(figure.legends)
+    for axis in figure.axes:
+        labels += [text for text in (axis.title, axis.xaxis.label, axis.yaxis.label)
+                   if text.get_text() and text.get_visible()]
+        legends += [axis.get_legend()] if axis.get_legend() is not None else []
+    edges = figure.bbox
+    boxes = {id(text): text.get_window_extent(renderer) for text in labels}
+    problems = []
+    for artist in labels + legends:
+        box = boxes.get(id(artist)) or artist.get_window_extent(renderer)
+        if (box.x0 < edges.x0 - 1 or box.y0 < edges.y0 - 1 or box.x1 > edges.x1 + 1
+                or box.y1 > edges.y1 + 1):
+            name = artist.get_text() if hasattr(artist, "get_text") else "a legend"
+            problems.append(f"{name!r} is cut off at the figure's edge")
+    for first, second in itertools.combinations(labels, 2):
+        if boxes[id(first)].overlaps(boxes[id(second)]):
+            problems.append(f"{first.get_text()!r} overlaps {second.get_text()!r}")
+    return problems
+
+
 def save_figure(figure: Any, path: Path) -> Path:
-    """Lay out ``figure``, write it to ``path`` (PNG at FIGURE_DPI) and free it."""
+    """Lay out ``figure``, write it to ``path`` (PNG at FIGURE_DPI) and free it; a
+    FigureLayoutWarning names each title or label that is cut off or overlaps another."""
     figure.tight_layout()
+    for problem in layout_problems(figure):
+        warnings.warn(f"{path.name}: {problem}", FigureLayoutWarning, stacklevel=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=FIGURE_DPI)
     pyplot().close(figure)

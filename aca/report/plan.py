@@ -158,13 +158,14 @@ def _timeseries(name: str) -> Callable[[str, str], list[Step]]:
             extra = (("trainer=smoke", "task.epochs=1", "seed=0", size) if scale == "smoke"
                      else ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
             train = aca_run("-m", f"+experiment={name}_table", f"hydra.sweep.dir={runs}", *extra)
+        baselines = script("timeseries_baselines.py", runs, "--out", out)
         if name != "sines":
-            return [train, summarize("timeseries", runs, out)]
+            return [train, summarize("timeseries", runs, out), baselines]
         # the Latent ODE again with each series on its own steps (task.per_sample)
         per_sample = f"{out}/per_sample"
         again = aca_run("-m", "+experiment=sines_table", "task.model=latent_ode",
                         "task.per_sample=true", f"hydra.sweep.dir={per_sample}/runs", *extra)
-        return [train, summarize("timeseries", runs, out),
+        return [train, summarize("timeseries", runs, out), baselines,
                 again, summarize("timeseries", f"{per_sample}/runs", per_sample)]
 
     return steps
@@ -177,6 +178,21 @@ def _bench(scale: str, out: str) -> list[Step]:
             script("bench_gradients.py", "--outputs", *quick, "--out", out),
             script("bench_per_sample.py", *per_sample, "--out", out),
             script("bench_gradients.py", "--torchdiffeq", *quick, "--out", out)]
+
+
+def _cost_scaling(scale: str, out: str) -> list[Step]:
+    quick = ("--quick", "--repeats", "3") if scale == "smoke" else ()
+    return [script("bench_cost_scaling.py", "--out", out, *quick)]
+
+
+def _gradient_map(scale: str, out: str) -> list[Step]:
+    quick = ("--quick",) if scale == "smoke" else ()
+    return [script("gradient_accuracy_map.py", "--out", out, *quick)]
+
+
+def _gpu(scale: str, out: str) -> list[Step]:
+    """The GPU check (one CUDA device); at smoke scale its dry run on the CPU."""
+    return [script("gpu_check.py", *(("--dry-run",) if scale == "smoke" else ()), "--out", out)]
 
 
 @dataclass(frozen=True)
@@ -221,17 +237,26 @@ TARGETS: dict[str, Target] = {
                      ("digits_methods", "digits_seeds"),
                      ("smoke", "cpu")),
     "mujoco": Target("mujoco", "Exp. 4: Latent ODE / ODE-RNN on Mujoco Hopper",
-                     _timeseries("mujoco"), ("table.csv", "runs/*/result.json"), ("mujoco",)),
+                     _timeseries("mujoco"), ("table.csv", "baselines.csv", "runs/*/result.json"),
+                     ("mujoco", "mujoco_baselines")),
     "sines": Target("sines", "Exp. 4's models on synthetic irregular sines",
-                    _timeseries("sines"), ("table.csv", "runs/*/result.json",
+                    _timeseries("sines"), ("table.csv", "baselines.csv", "runs/*/result.json",
                                            "per_sample/table.csv",
                                            "per_sample/runs/*/result.json"),
-                    ("sines", "sines_per_sample"), ("smoke", "cpu")),
+                    ("sines", "sines_baselines", "sines_per_sample"), ("smoke", "cpu")),
     "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body,
                          ("runs/*.json", "runs/*/result.json"), ("three_body",)),
     "bench": Target("bench", "Table 1 measured: speed, memory, NFE, gradient error", _bench,
                     ("bench.json", "outputs.json", "per_sample.json", "torchdiffeq.json"),
                     ("bench",), ("smoke", "cpu")),
+    "cost_scaling": Target("bench", "Table 1 as slopes: memory and time against N_t and N_f",
+                           _cost_scaling, ("cost_scaling.json",), (), ("smoke", "cpu")),
+    "gradient_map": Target("gradient_map", "The central claim mapped: gradient error against "
+                           "cost per problem family and tolerance", _gradient_map,
+                           ("gradient_map.json",), (), ("smoke", "cpu")),
+    "gpu": Target("gpu", "The paper's workloads on one CUDA device: tests, bench, NODE-18 step "
+                  "times, autocast, compile, host syncs, DDP", _gpu, ("gpu_check.json",), (),
+                  ("smoke", "paper")),
 }
 
 

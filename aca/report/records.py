@@ -15,8 +15,8 @@ from aca.errors import ConfigError
 from aca.report.plan import REPO_ROOT, TARGETS
 
 STALE_MARK = "†"
-STALE_NOTE = ("†: a stale record, made by other code than the current aca/, configs/ and "
-              "experiments/ (or not stamped); `python scripts/reproduce.py check` lists them.")
+STALE_NOTE = (f"†: a stale record, made by other code than the current {provenance.CODE_WHERE} "
+              "(or not stamped); `python scripts/reproduce.py check` lists them.")
 
 
 def stamp_of(record: Any) -> dict | None:
@@ -116,8 +116,8 @@ def check(root: Path, strict: bool = False) -> int:
         raise ConfigError("check needs the git checkout aca is imported from (pip install "
                           "-e .); outside one the code that made a record is unknown")
     head = provenance.make_stamp(provenance.repo_root())
-    print(f"code now: {provenance.short(head)}, code {code_now[:10]} (aca/, configs/, "
-          "experiments/; not the reporting code)")
+    print(f"code now: {provenance.short(head)}, code {code_now[:10]} ({provenance.CODE_WHERE}; "
+          "not the reporting code)")
     stale, total = stale_records(root, code_now)
     for item in stale:
         print(f"stale  {shown(item.path)}: {item.reason}")

@@ -3,7 +3,7 @@
 - ``methods``, ``seeds``: CIFAR/digits training runs: Fig. 7a/b (accuracy against epoch
   and time, ``methods.md``) and Fig. 7c/d (accuracy over seeds, ``seeds.md``);
 - ``timeseries``: the Latent ODE / ODE-RNN sweep: ``table.md``, ``table.csv`` (a record,
-  one provenance stamp per row), ``trajectories.png``;
+  one provenance stamp per row, with the checksum of generated data), ``trajectories.png``;
 - ``vdp``, ``three_body``: each run's record (its report and stamp) as
   ``runs/<name>.json`` and its figure beside the summary table and (three-body) the
   combined figure, rebuilt from every record in ``runs/``.
@@ -201,9 +201,9 @@ def timeseries(paths: list[Path], out: Path, fraction: float = 0.2,
                   key=lambda row: (row["model"], row["observed_fraction"],
                                    paper.METHODS.index(row["method"]), row["seed"]))
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "table.csv", TIMESERIES_COLUMNS + provenance.CSV_FIELDS,
+    write_csv(out / "table.csv", (*TIMESERIES_COLUMNS, *provenance.CSV_FIELDS, "data"),
               [[row[key] for key in TIMESERIES_COLUMNS] + provenance.csv_cells(row["provenance"])
-               for row in rows])
+               + [provenance.data_cell(row["provenance"])] for row in rows])
     sections = []
     references = {row["seed"]: row["reference_mse"] for row in rows if row["reference_mse"]}
     if references:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aca.errors import DataError
 from aca.report import paper
+from aca.report.baselines import BASELINES
 from aca.report.format import format_cell
 from aca.report.paper import METHODS, approx
 from aca.report.records import STALE_MARK, STALE_NOTE, is_current, stamp_of
@@ -331,7 +332,43 @@ def timeseries_tables(records: Records, name: str, title: str) -> list[Table]:
                   "(exp. 4)",
                   ["model", "observed", "ours aca", "ours adjoint", "ours naive", "paper"], rows,
                   ["docs/paper.md reports no values for this table, only that ACA beats the "
-                   "adjoint."])]
+                   "adjoint."]),
+            _baselines_table(records, name, title, data or [])]
+
+
+def _baselines_table(records: Records, name: str, title: str,
+                     models: list[dict[str, str]]) -> Table:
+    """The trivial baselines of a time-series table beside the best model's test MSE."""
+    rel = f"{name}/baselines.csv"
+    found: dict[tuple, list[dict[str, str]]] = {}
+    for row in records.csv(rel, name) or []:
+        found.setdefault((_fraction(row.get("observed_fraction")), row.get("baseline")),
+                         []).append(row)
+    rows = []
+    for fraction in ("0.1", "0.2", "0.5"):
+        means = []
+        for model in ("latent_ode", "ode_rnn"):
+            for method in METHODS:
+                values = [float(row["test_mse"]) for row in models
+                          if (row.get("model"), _fraction(row.get("observed_fraction")),
+                              row.get("method")) == (model, fraction, method)]
+                if values:
+                    means.append(statistics.fmean(values))
+        for baseline in BASELINES:
+            chosen = found.get((fraction, baseline), [])
+            values = [float(row["test_mse"]) for row in chosen]
+            rows.append([f"{float(fraction):.0%}", baseline,
+                         cell(statistics.fmean(values) if values else None, 100.0,
+                              stale=records.stale(*chosen)),
+                         cell(min(means) if means else None, 100.0)])
+    return Table(f"{name}_baselines", f"{title}: trivial baselines (no training) against the "
+                 "best model, test MSE ×1e-2, mean over seeds",
+                 ["observed", "baseline", "baseline MSE", "best model × method MSE"], rows,
+                 ["Each series predicted from its own observed points: their mean "
+                  "(series_mean), the nearest in time (nearest), linear interpolation between "
+                  "them (linear); scored like the models, on the same test sets "
+                  "(scripts/timeseries_baselines.py). A model that does not beat them cannot "
+                  "rank the gradient methods."])
 
 
 def per_sample_tables(records: Records) -> list[Table]:

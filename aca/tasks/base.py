@@ -1,11 +1,29 @@
-"""Helpers shared by the task modules: checked name lists and training-history totals.
-The contract with the trainer (``Task``, ``Analysis``) is aca.task."""
+"""Helpers shared by the task modules: checked settings and name lists, and
+training-history totals. The contract with the trainer (``Task``, ``Analysis``) is aca.task."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from omegaconf import DictConfig
 
 from aca.errors import ConfigError
+
+
+def is_count(value: Any, low: int) -> bool:
+    """An integer (not a bool) >= ``low``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_setting(settings: DictConfig, key: str, valid: Callable[[Any], bool],
+                  expected: str) -> None:
+    """A ConfigError naming ``task.<key>``, its value and what is valid, unless
+    ``valid(value)``; called from a task's constructor, so a bad value fails before any
+    data is made or loaded."""
+    value = settings.get(key)
+    if not valid(value):
+        raise ConfigError(f"task.{key}={value!r} is invalid; expected {expected}")
 
 
 def check_names(names: Sequence[str], valid: Iterable[str], key: str) -> list[str]:

@@ -21,11 +21,12 @@ from torch import nn
 import aca
 from aca import provenance
 from aca.errors import MissingExtraError
+from aca.options import is_number
 from aca.report import figures
 from aca.report.format import markdown_table, write_csv, write_json
 from aca.report.paper import TOY_ABS_ERROR
 from aca.task import Analysis
-from aca.tasks.base import check_names
+from aca.tasks.base import check_names, check_setting, is_count
 
 ROW_KEYS = (
     "method", "solver", "rtol", "atol", "T", "grad_z0", "grad_alpha", "abs_err_z0",
@@ -189,8 +190,20 @@ def lowest_count_sentence(t_rows: list[dict[str, Any]], method: str) -> str:
 class ToyGradient(Analysis):
     """Gradient error of each method against the closed form (analysis, no training)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._settings()  # refuse bad settings before any solve
+
     def _settings(self) -> tuple[list[str], list[str], list[float], float, float]:
         task = self.settings
+        check_setting(task, "T_min", lambda value: is_number(value) and value > 0,
+                      "a positive end time")
+        check_setting(task, "T_max", lambda value: is_number(value) and value >= task.T_min,
+                      f"a number >= task.T_min ({task.T_min})")
+        check_setting(task, "T_num", lambda value: is_count(value, 1),
+                      "an integer >= 1 (the number of end times in [T_min, T_max])")
+        check_setting(task, "T_report", lambda value: is_number(value) and value > 0,
+                      "a positive end time")
         return (check_names(task.methods, aca.GRADIENTS, "task.methods"),
                 check_names(task.solvers, aca.SOLVERS, "task.solvers"),
                 [float(tol) for tol in task.tolerances], float(task.alpha), float(task.z0))

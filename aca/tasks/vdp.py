@@ -26,11 +26,12 @@ from torch.utils.data import Dataset, TensorDataset
 
 import aca
 from aca import provenance
+from aca.options import is_number
 from aca.report import figures
 from aca.report.format import markdown_table, write_csv, write_json
 from aca.report.paper import VDP_REVERSE_X
 from aca.task import Analysis, Task
-from aca.tasks.base import check_names, history_totals
+from aca.tasks.base import check_names, check_setting, history_totals, is_count
 
 REFERENCE_TOL = 1e-12   # the gradient reference of the reconstruction analysis
 DATA_TOL = 1e-10        # the solves that make observed trajectories
@@ -190,6 +191,14 @@ class VanDerPolLearning(Task):
     def __init__(self, settings: DictConfig, ode: dict[str, Any], seed: int = 0,
                  data_dir: str | Path = "data") -> None:
         super().__init__(settings, ode, seed, data_dir)
+        check_setting(settings, "T", lambda value: is_number(value) and value > 0,
+                      "a positive observation window")
+        check_setting(settings, "n_points", lambda value: is_count(value, 2), "an integer >= 2 "
+                      "(the initial state and at least one observation to fit)")
+        check_setting(settings, "noise", lambda value: is_number(value) and value >= 0,
+                      "a standard deviation >= 0")
+        for key in ("n_train", "n_test"):
+            check_setting(settings, key, lambda value: is_count(value, 1), "an integer >= 1")
         self.times = torch.linspace(0.0, float(settings.T), int(settings.n_points),
                                     dtype=torch.float64)
 

@@ -13,6 +13,8 @@ import torch
 
 from aca.errors import ConfigError
 
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every file torch.save writes
+
 
 def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
@@ -48,6 +50,13 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # unpickling arbitrary bytes fails in many different ways
+        with path.open("rb") as file:
+            archive = file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
+        if archive:  # torch's own format, cut short or corrupted (torch says "Errno 22")
+            raise ConfigError(f"{path} is a damaged checkpoint: torch cannot read it "
+                              f"({path.stat().st_size} bytes, truncated or corrupted); copy "
+                              "it again, or start over (without ckpt=, or with "
+                              "trainer.resume=false for a run folder's last.pt)") from error
         raise ConfigError(f"{path} is not a checkpoint written by aca-run (a last.pt or "
                           f"best.pt): {type(error).__name__}: {error}") from error
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):

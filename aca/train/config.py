@@ -92,7 +92,8 @@ DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # checked before any data is loaded.
 RUN_SETTINGS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("seed", lambda value: is_int(value) and 0 <= value < 2**32, "an integer in [0, 2**32)"),
-    ("solver.rtol", is_number, "a number"),
+    ("solver.rtol", lambda value: is_number(value) and 0 <= value < 1,
+     "a number in [0, 1) (a relative tolerance of 1 or more lets any step through)"),
     ("solver.atol", is_number, "a number"),
     ("solver.step_size", _or_null(is_number), "a number, or null for adaptive steps"),
     ("method.max_checkpoints", _or_null(is_int), "an integer, or null to keep every step"),

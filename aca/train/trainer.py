@@ -30,6 +30,7 @@ from aca.errors import ConfigError
 from aca.task import Analysis, Task, ode_options
 from aca.train import checkpoint, distributed
 from aca.train.config import (
+    TRAINING_SETTINGS,
     build_task,
     check_config,
     check_ode_options,
@@ -37,6 +38,7 @@ from aca.train.config import (
     task_class,
 )
 from aca.train.distributed import DistInfo
+from aca.train.lock import run_folder_lock
 from aca.train.loggers import (
     NullLogger,
     WandbLogger,
@@ -48,6 +50,8 @@ from aca.train.loggers import (
 from aca.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
+# task settings of the training recipe, not of the model (task.epochs may change on resume)
+RECIPE_KEYS = {key.split(".")[1] for key, _, _ in TRAINING_SETTINGS}
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -101,7 +105,8 @@ def run_summary(cfg: DictConfig) -> dict[str, Any]:
     """What a result.json says about how it was made, and by which code (the stamp)."""
     return {"task": cfg.task.name, "method": cfg.method.name,
             "solver": OmegaConf.to_container(cfg.solver, resolve=True), "seed": cfg.seed,
-            "mode": cfg.mode, "command": command_line(), "provenance": provenance.stamp()}
+            "mode": cfg.mode, "command": command_line(),
+            "provenance": {**provenance.stamp(), **provenance.data_stamp()}}
 
 
 class Trainer:
@@ -254,7 +259,8 @@ class Trainer:
         if misfits:
             ours = OmegaConf.to_container(self.cfg.task, resolve=True)
             changed = [f"task.{key}={value!r}" for key, value in trained_task.items()
-                       if key in ours and ours[key] != value and not isinstance(value, dict)]
+                       if key in ours and ours[key] != value and not isinstance(value, dict)
+                       and key not in RECIPE_KEYS]
             hint = (f"it was trained with {', '.join(changed)}" if changed
                     else "it was trained with other model settings")
             raise ConfigError(f"checkpoint {path} does not fit this model ({len(misfits)} "
@@ -292,8 +298,38 @@ class Trainer:
             self.best = value
         return better
 
+    def metric_columns(self) -> set[str]:
+        """The columns of metrics.csv: the trainer's own, and ``train_``/``test_`` + the
+        task's metrics as its loss and evaluate return them for one test batch (in eval
+        mode, without gradients, the random state restored, so training is unchanged)."""
+        columns = {"epoch", "lr", "step", "nfe", "time_s", "train_loss", "test_nfe_per_batch",
+                   "test_time_s", *aca.SolveStats().as_dict()}
+        batches = self._test_batches()[:1]
+        if not batches:
+            return columns
+        state = checkpoint.rng_state()
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            batch = next(iter(self._loader(self.test_set, batches)))
+            batch = self.task.prepare_batch(to_device(batch, self.device), train=False)
+            _, train_metrics = self.task.loss(self.model, batch, self.step)
+            test_metrics = self.task.evaluate(self.model, batch, self.step)
+        checkpoint.set_rng_state(state)
+        return columns | {f"train_{key}" for key in train_metrics} | {
+            f"test_{key}" for key in test_metrics}
+
+    def check_monitor(self) -> None:
+        """``trainer.monitor`` must name a column of metrics.csv (it picks best.pt): a
+        ConfigError naming the columns otherwise, before the first epoch."""
+        columns = self.metric_columns()
+        if self.settings.monitor not in columns:
+            raise ConfigError(f"trainer.monitor={self.settings.monitor!r} is not a metric of "
+                              f"task {self.cfg.task.name!r}; choose one of: "
+                              f"{', '.join(sorted(columns))}")
+
     # -- the loop -----------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        self.check_monitor()
         source = self.resume_source()
         if source is not None:
             self.resume(source)
@@ -322,9 +358,6 @@ class Trainer:
                     if improved:
                         self.save("best.pt", epoch + 1)
                     self.save("last.pt", epoch + 1)
-        if self.info.is_main and self.best is None and self.history:
-            log.warning("trainer.monitor=%r is not a metrics column (%s): no best.pt written",
-                        self.settings.monitor, ", ".join(self.history[-1]))
         return self.result()
 
     def result(self) -> dict[str, Any]:
@@ -372,16 +405,36 @@ def _print_result(result: dict[str, Any]) -> None:
 def run(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Run one config (train or eval a Task, or run an Analysis) writing into ``out_dir``:
     config.yaml (resolved), metrics.csv, result.json, checkpoints. Under torchrun it runs
-    data-parallel and only rank 0 writes. Returns the result."""
+    data-parallel and only rank 0 writes. A second run in a folder that a running one
+    holds (aca.train.lock) is refused. Returns the result."""
     provenance.stamp()  # taken now, as the code was loaded, for every record of this process
+    provenance.forget_data()  # the generated data of an earlier job of this process
     check_config(cfg, trainable=issubclass(task_class(cfg), Task))
     check_ode_options(ode_options(cfg))
     set_threads(cfg.trainer.threads)
     info = distributed.setup(cfg.trainer.ddp, cfg.trainer.device)
+    if cfg.trainer.amp and info.device.type != "cuda" and info.is_main:
+        log.warning("trainer.amp=true is off on %s: bfloat16 autocast runs on CUDA only",
+                    info.device)
     out_dir = Path(distributed.broadcast_object(str(out_dir), info))
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_config(cfg, out_dir)
+    with contextlib.ExitStack() as held:
+        refused = None
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                held.enter_context(run_folder_lock(out_dir))
+            except ConfigError as error:
+                refused = error
+        refused = distributed.broadcast_object(refused, info)
+        if refused is not None:
+            raise refused
+        if info.is_main:
+            _write_config(cfg, out_dir)
+        return _run_task(cfg, out_dir, info)
+
+
+def _run_task(cfg: DictConfig, out_dir: Path, info: DistInfo) -> dict[str, Any]:
+    """The body of :func:`run`, once the run folder is this run's."""
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     task = build_task(cfg)
     if isinstance(task, Analysis):
