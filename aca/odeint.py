@@ -53,7 +53,7 @@ def _sample_times(t: Tensor | Sequence[float], y0: Tensor) -> Tensor:
                                  "got a 0-dim y0")
     if not isinstance(t, Tensor):
         _output_times(t)
-        t = torch.tensor([float(x) for x in t])
+        t = torch.tensor([float(x) for x in t], dtype=time_dtype(y0), device=y0.device)
     if t.dim() == 1:
         _output_times(t)
         return t.detach().to(y0.device, time_dtype(y0)).expand(len(y0), -1)

@@ -238,20 +238,17 @@ def autocast_grads(device: torch.device, gradient: str, options: dict,
     return ys.detach(), list(torch.autograd.grad(loss_of(ys), [y0, *func.parameters()]))
 
 
-AUTOCAST_REBUILD = ("ACA's backward rebuilds the accepted steps without the forward's autocast "
-                    "(float32 matmuls where the forward ran bfloat16): its grid gradient differs "
-                    "from naive's under the same autocast by 1.4e-2 relative, the size of the "
-                    "bf16 effect itself")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=AUTOCAST_REBUILD)
 def test_autocast_aca_is_autograd_through_the_accepted_steps(device):
-    """On a grid, aca's gradient under bf16 autocast equals naive's (autograd through the
-    same bf16 steps) to float32 round-off, as it does without autocast."""
+    """On a grid, aca rebuilds the steps under the forward's bf16 autocast: y0's gradient
+    equals naive's (autograd through the same bf16 steps) to float32 round-off (measured
+    7e-9; 1.4e-2 when the rebuild ran in float32). The parameters' differ by bf16
+    accumulation alone: naive sums every step's gradient through autocast's one cached
+    bf16 copy of each weight, aca sums the steps' gradients in float32."""
     ys_aca, aca_grads = autocast_grads(device, "aca", GRID)
     ys_naive, naive_grads = autocast_grads(device, "naive", GRID)
     assert torch.equal(ys_aca, ys_naive)
-    assert relative_error(aca_grads, naive_grads) < 1e-5
+    assert relative_error(aca_grads[:1], naive_grads[:1]) < 1e-5
+    assert relative_error(aca_grads[1:], naive_grads[1:]) < 5e-2  # measured 1.4e-2
 
 
 @pytest.mark.parametrize("gradient", ["aca", "adjoint"])
@@ -268,12 +265,8 @@ def test_autocast_adaptive_gradients_agree_loosely(device, gradient):
 
 @pytest.mark.parametrize("gradient", [
     "naive",
-    pytest.param("aca", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-        "backward outside autocast rebuilds a bf16 state through float32 weights: 'mat1 and "
-        "mat2 must have the same dtype' (NODE-18 with trainer.amp=true fails the same way)"))),
-    pytest.param("adjoint", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-        "the adjoint's reverse solve runs a bf16 state through float32 weights outside "
-        "autocast: 'mat1 and mat2 must have the same dtype'"))),
+    "aca",
+    "adjoint",
 ])
 def test_autocast_bf16_state_backward_outside_autocast(device, gradient):
     """A bf16 state (what autocast makes of NODE-18's features) solved under autocast and
@@ -285,9 +278,6 @@ def test_autocast_bf16_state_backward_outside_autocast(device, gradient):
     assert relative_error(grads, reference) < 0.05
 
 
-@pytest.mark.xfail(strict=True, raises=aca.FuncOutputError, reason=(
-    "under autocast a float32 state's field returns bfloat16; the first-evaluation check "
-    "refuses it (FuncOutputError) where torchdiffeq promotes y + h*k to float32"))
 @pytest.mark.parametrize("gradient", GRADIENTS)
 def test_autocast_float32_state_with_a_bf16_field(device, gradient):
     """A plain module under autocast (no cast back to y's dtype) is solved."""
@@ -297,17 +287,11 @@ def test_autocast_float32_state_with_a_bf16_field(device, gradient):
 
 # -- placement: checkpoints and step sizes on the state's device ---------------------------
 
-LIST_TIMES = pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-    "per_sample=True with t a list: aca/odeint.py's _sample_times builds the times on torch's "
-    "default device, then copies them to y0's (harmless with the CPU as the default; under "
-    "meta: 'Cannot copy out of meta tensor')"))
-
-
 @pytest.mark.parametrize(("options", "times"), [
     (GRID, "tensor"), ({"solver": "dopri5"}, "tensor"), ({"solver": "dopri5"}, "list"),
     ({"solver": "dopri5", "max_checkpoints": 2}, "tensor"),
     ({"solver": "dopri5", "per_sample": True}, "tensor"),
-    pytest.param({"solver": "dopri5", "per_sample": True}, "list", marks=LIST_TIMES),
+    ({"solver": "dopri5", "per_sample": True}, "list"),
     ({"solver": "bosh3", "interpolate": False}, "tensor")],
     ids=["grid", "dopri5", "dopri5-list", "bounded", "per-sample", "per-sample-list", "landing"])
 @pytest.mark.parametrize("gradient", GRADIENTS)

@@ -242,10 +242,7 @@ def bouncing_ball(td: ModuleType, adjoint: bool, bounces: int = 3) -> list[float
 
 @pytest.mark.usefixtures("float64")
 @pytest.mark.parametrize("adjoint", [
-    pytest.param(False, marks=pytest.mark.xfail(
-        strict=True, reason="issue 29 item 1: aca.torchdiffeq.odeint's gradient is nan for "
-        "the ball's free fall (init_pos, init_vel, log_radius); a core bug, for the lead")),
-    True], ids=["odeint", "adjoint"])
+    False, True], ids=["odeint", "adjoint"])
 def test_bouncing_ball(adjoint: bool) -> None:
     theirs, ours = _both(bouncing_ball, adjoint=adjoint)
     _assert_close(ours, theirs, rel=1e-6)
@@ -330,8 +327,6 @@ def learn_physics(td: ModuleType, iterations: int = 2) -> list[float]:
 
 
 @pytest.mark.usefixtures("float64")
-@pytest.mark.xfail(strict=True, reason="issue 29 item 1: odeint_event with an event function "
-                                       "constant in y; fixed with the core rewrite")
 def test_learn_physics() -> None:
     theirs, ours = _both(learn_physics)
     _assert_close(ours, theirs, rel=1e-5)
@@ -391,11 +386,7 @@ def cnf(td: ModuleType, adjoint: bool, iterations: int = 2, samples: int = 32) -
 
 
 @pytest.mark.parametrize("adjoint", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(
-        strict=True, reason="issue 29 item 1: odeint_adjoint refuses a func that sets "
-        "requires_grad on its own state (UnseenTensorError); a core bug, for the lead"))],
-    ids=["odeint", "adjoint"])
+    False, True], ids=["odeint", "adjoint"])
 def test_cnf(adjoint: bool) -> None:
     theirs, ours = _both(cnf, adjoint=adjoint)
     _assert_close(ours, theirs, rel=5e-4)  # float32 at rtol = atol = 1e-5

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from aca.gradients.base import GradientMethod, Problem, accumulate, preserved_buffers
+from aca.gradients.base import (
+    GradientMethod,
+    Problem,
+    accumulate,
+    autocast_as,
+    preserved_buffers,
+)
 from aca.gradients.replay import RandomStates, pack, unpack
 from aca.gradients.watch import Watched, unreplayable_random
 from aca.solvers import Checkpoints, interpolate, rk_step
@@ -187,7 +193,7 @@ class _ACA(torch.autograd.Function):
         params, states = saved[:ctx.n_params], saved[ctx.n_params]
         steps.random, steps.nfe = saved[ctx.n_params + 1:], 0
         problem = steps.problem
-        with preserved_buffers(problem.buffers), steps.replaying():
+        with preserved_buffers(problem.buffers), steps.replaying(), autocast_as(problem):
             if torch.is_grad_enabled():
                 grads = _backward_through_chain(ctx, steps, grad_ys, y0, t, params)
             else:

@@ -27,7 +27,13 @@ import torch
 from torch import Tensor
 
 from aca.errors import ODEError
-from aca.gradients.base import GradientMethod, Problem, accumulate, preserved_buffers
+from aca.gradients.base import (
+    GradientMethod,
+    Problem,
+    accumulate,
+    autocast_as,
+    preserved_buffers,
+)
 from aca.gradients.watch import Watched, unreplayable_random
 from aca.solvers import SOLVERS, rms_norm
 from aca.solvers.integrate import column_shape
@@ -153,7 +159,7 @@ class _Adjoint(torch.autograd.Function):
         before = ctx.generators.get()
         adjoint = grad_ys[-1]
         grads = [torch.zeros_like(p, dtype=reverse.dtype) for p in params] if reverse.shared else []
-        with preserved_buffers(problem.buffers), torch.no_grad():
+        with preserved_buffers(problem.buffers), torch.no_grad(), autocast_as(problem):
             for k in range(times.shape[1] - 1, 0, -1):
                 if want_t:
                     t_grad[:, k] = _dots(grad_ys[k], _rhs_at(problem, times[:, k], ys[k]), groups)

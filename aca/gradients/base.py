@@ -81,6 +81,12 @@ class Problem:
         self.per_sample = self.options.per_sample
         ignores_time = getattr(self.func, "ignores_time", False)
         self.rhs = self.func if ignores_time else _user_time(self.func, self.per_sample)
+        device = self.times.device.type
+        #: the caller's autocast, under which backward evaluates func again (as the forward)
+        self.autocast = ({"device_type": device, "dtype": torch.get_autocast_dtype(device)}
+                         if torch.is_autocast_enabled(device) else None)
+        if self.autocast is not None:  # a field autocast made half precision: the state's
+            self.rhs = _in_state_dtype(self.rhs)
         module = self.func if isinstance(self.func, nn.Module) else nn.Module()
         #: the tensors gradients flow to besides y0 and t: func's parameters, params=
         self.params = list({id(p): p for p in [*module.parameters(), *self.extra_params]
@@ -193,6 +199,23 @@ def _user_time(func: Func, per_sample: bool) -> Func:
     def rhs(t: Tensor, y: Tensor) -> Tensor:
         return func(t.reshape(len(y) if per_sample else ()).to(y.dtype), y)
     return rhs
+
+
+def _in_state_dtype(func: Func) -> Func:
+    def rhs(t: Tensor, y: Tensor) -> Tensor:
+        out = func(t, y)
+        return out.to(y.dtype) if isinstance(out, Tensor) and out.is_floating_point() else out
+    return rhs
+
+
+@contextlib.contextmanager
+def autocast_as(problem: Problem) -> Iterator[None]:
+    """The forward's autocast, for the evaluations backward makes."""
+    if problem.autocast is None:
+        yield
+        return
+    with torch.autocast(**problem.autocast):
+        yield
 
 
 @contextlib.contextmanager
