@@ -230,8 +230,10 @@ MUTATIONS = [
     # issue 27: what a fresh set of mutants showed untested
     mutation("adjoint-tolerances-ignored",
              "aca.torchdiffeq: adjoint_rtol/adjoint_atol ignored (the forward tolerances used)",
-             (TORCHDIFFEQ, 'adjoint["rtol"] = adjoint_rtol', "pass"),
-             (TORCHDIFFEQ, 'adjoint["atol"] = adjoint_atol', "pass"),
+             (TORCHDIFFEQ, "rtol=call.rtol if adjoint_rtol is None else",
+              "rtol=call.rtol if True else"),
+             (TORCHDIFFEQ, "atol=call.atol if adjoint_atol is None else",
+              "atol=call.atol if True else"),
              tests=("tests/test_torchdiffeq_dropin.py",)),
     mutation("sampler-ignores-seed", "every seed of a sweep sees the same batch order",
              (TRAINER, "shuffle=True, seed=self.cfg.seed)", "shuffle=True, seed=0)"),
