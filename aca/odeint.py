@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from aca.errors import InvalidOptionError, NonFiniteStateError, NonMonotoneTimeError
 from aca.gradients import GradientMethod, Problem, method_for
@@ -151,6 +152,7 @@ def odeint(
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")
     extra_params = _params(params)
+    _refuse_vmap([y0, t, *extra_params])
     if not isinstance(y0, Tensor) or not torch.is_floating_point(y0):
         raise InvalidOptionError(f"y0 must be a floating-point tensor, got {type(y0).__name__}"
                                  + (f" of dtype {y0.dtype}" if isinstance(y0, Tensor) else ""))
@@ -171,10 +173,40 @@ def odeint(
     return solve_problem(problem, y0)
 
 
+def _refuse_vmap(tensors: list[Tensor]) -> None:
+    if any(torch._C._functorch.is_batchedtensor(x) for x in tensors
+           if isinstance(x, Tensor)):
+        raise InvalidOptionError(
+            "torch.func.vmap over aca.odeint is not supported (its step-size control reads "
+            "values on the host); give y0 a batch dimension instead (per_sample=True for "
+            "each sample's own steps)")
+
+
+def _refuse_transforms(problem: Problem, y0: Tensor) -> None:
+    """torch.func's transforms and forward-mode AD would go through the solver's own
+    autograd Functions (whose tangents and vmap rules they do not know): refused, naming
+    the transform, instead of a wrong tangent or torch's internal error."""
+    tensors = [y0, *problem.params, *([problem.t] if problem.t is not None else [])]
+    functorch = torch._C._functorch
+    _refuse_vmap(tensors)
+    if problem.method.name == "naive":
+        return
+    if any(functorch.is_functorch_wrapped_tensor(x) for x in tensors):
+        raise InvalidOptionError(
+            f"torch.func transforms (grad, jacrev, jvp, ...) are not supported with "
+            f"gradient='{problem.method.name}'; use torch.autograd.grad, or gradient='naive'")
+    if any(forward_ad.unpack_dual(x).tangent is not None for x in tensors):
+        raise InvalidOptionError(
+            f"forward-mode AD (torch.autograd.forward_ad, jvp) is not supported with "
+            f"gradient='{problem.method.name}': its tangent would not be the method's; use "
+            "gradient='naive' (forward mode through the solver's operations)")
+
+
 def solve_problem(problem: Problem, y0: Tensor) -> Tensor:
     """Solve with the gradient method, or without a graph when there is nothing to
     differentiate (evaluation): no checkpoints, no graph, but with grad enabled a
     func over tensors aca cannot see is refused rather than run."""
+    _refuse_transforms(problem, y0)
     grad_enabled = torch.is_grad_enabled()
     if grad_enabled and (problem.method.name == "naive" or y0.requires_grad or problem.params
                          or problem.t_requires_grad):

@@ -448,3 +448,72 @@ def test_case_13_grid_solves_are_unchanged():
     ys, counts, _ = run(lambda t, y: -y, y0, [0.0, 0.25, 1.0], SOLVERS["rk4"],
                         ConstantSteps(0.1), 100, interpolate=False)
     assert counts.accepted == 3 + 8
+
+
+# Second round (issue 26): cases 14 onwards ---------------------------------------------
+
+# 14. Forward-mode AD and torch.func transforms -------------------------------------------
+
+def _cubic_loss(gradient):
+    return lambda y0: aca.odeint(lambda t, y: -y**3, y0, [0.0, 1.0], gradient=gradient,
+                                 rtol=1e-10, atol=1e-12)[-1].sum()
+
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint"])
+def test_case_14_forward_mode_and_torch_func_are_refused_by_aca_and_adjoint(gradient):
+    """Forward mode went through the no-graph forward solve (a tangent that is neither
+    method's, 8e-5 off at rtol 1e-10); torch.func.grad failed inside torch."""
+    import torch.autograd.forward_ad as fwad
+
+    y0 = torch.ones(2)
+    with fwad.dual_level(), pytest.raises(aca.ODEError, match="forward-mode AD"):
+        aca.odeint(lambda t, y: -y**3, fwad.make_dual(y0, torch.ones(2)), [0.0, 1.0],
+                   gradient=gradient)
+    for transform in (torch.func.grad(_cubic_loss(gradient)),
+                      lambda y: torch.func.jvp(_cubic_loss(gradient), (y,), (y,))):
+        with pytest.raises(aca.ODEError, match="torch.func transforms"):
+            transform(y0)
+
+
+def test_case_14_naive_supports_forward_mode_and_torch_func_grad():
+    import torch.autograd.forward_ad as fwad
+
+    exact = 3**-1.5  # y(1) = (1 + 2 y0^2 t)^(-1/2) at y0 = 1, t = 1: dy/dy0 = 3^(-3/2)
+    with fwad.dual_level():
+        y1 = aca.odeint(lambda t, y: -y**3, fwad.make_dual(torch.ones(2), torch.ones(2)),
+                        [0.0, 1.0], gradient="naive", rtol=1e-10, atol=1e-12)[-1]
+        assert torch.allclose(fwad.unpack_dual(y1).tangent, torch.full((2,), exact), rtol=1e-8)
+    grad = torch.func.grad(_cubic_loss("naive"))(torch.ones(2))
+    assert torch.allclose(grad, torch.full((2,), exact), rtol=1e-8)
+
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint", "naive"])
+def test_case_14_vmap_is_refused_naming_the_batch_dimension(gradient):
+    with pytest.raises(aca.ODEError, match="vmap.*batch dimension"):
+        torch.func.vmap(_cubic_loss(gradient))(torch.ones(3, 2))
+
+
+# 15. A tensor derived from the parameters, closed over -----------------------------------
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint", "naive"])
+def test_case_15_a_closure_over_a_tensor_computed_from_params(gradient):
+    """W = 2 p, f = -W y with params=[p]: aca and the adjoint raised torch's 'backward
+    through the graph a second time' (advice that is wrong for the user)."""
+    p = torch.tensor(0.7, requires_grad=True)
+    weight = 2 * p
+    ys = aca.odeint(lambda t, y: -weight * y, torch.ones(2), [0.0, 1.0], gradient=gradient,
+                    params=[p], rtol=1e-10, atol=1e-12)
+    (got,) = torch.autograd.grad(ys[-1].sum(), p)
+    assert abs(got.item() + 4 * math.exp(-1.4)) < 1e-8  # d/dp 2 e^(-2p)
+
+
+# 16. func changing its input in place ----------------------------------------------------
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint", "naive"])
+@pytest.mark.parametrize("change", [lambda y: y.mul_(-1), lambda y: -y.add_(0)])
+def test_case_16_func_changing_its_input_in_place_is_refused(gradient, change):
+    """y.mul_(-1) spun to MaxStepsExceeded; y.add_(0) gave torch's 'leaf Variable' error."""
+    for requires_grad in (True, False):
+        y0 = torch.ones(3, requires_grad=requires_grad)
+        with pytest.raises(aca.FuncOutputError, match="in place"):
+            aca.odeint(lambda t, y: change(y), y0, [0.0, 1.0], gradient=gradient)

@@ -237,7 +237,9 @@ def _backward_step_by_step(ctx, steps: _Steps, grad_ys: Tensor, states: dict[int
                 ends.append(values)
                 cotangents.append(flat_grads[ks, rows])
             inputs = (y_j, *params, *([tau] if want_t else []))
-            grads = torch.autograd.grad(ends, inputs, cotangents, allow_unused=True)
+            # retain: a tensor func closes over may share graph with the parameters (W = 2p)
+            grads = torch.autograd.grad(ends, inputs, cotangents, allow_unused=True,
+                                        retain_graph=True)
             adjoint = grads[0]
             accumulate(param_grads, grads[1:1 + len(params)])
             if want_t and grads[-1] is not None:

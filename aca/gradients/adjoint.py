@@ -90,7 +90,9 @@ class _Reverse:
         with torch.enable_grad():
             y = y.to(self.state_dtype).detach().requires_grad_()
             f = self.problem.rhs(t, y)
-            vjps = (torch.autograd.grad(f, (y, *wrt), adjoint.to(f.dtype), allow_unused=True)
+            # retain: a tensor func closes over may share graph with the parameters (W = 2p)
+            vjps = (torch.autograd.grad(f, (y, *wrt), adjoint.to(f.dtype), allow_unused=True,
+                                        retain_graph=True)
                     if f.requires_grad else [None] * (1 + len(wrt)))
         back = [torch.zeros_like(p) if g is None else -g for g, p in zip(vjps, [y, *wrt])]
         return self.join(f, back[0], back[1:])
@@ -113,8 +115,8 @@ class _Reverse:
                 self.nfe += 1
                 total = total + (f * (tableau.b[i] * weight * stage[:, 1]).to(f.dtype)).sum()
             if total.requires_grad:
-                accumulate(self.param_grads,
-                           torch.autograd.grad(total, self.params, allow_unused=True))
+                accumulate(self.param_grads, torch.autograd.grad(
+                    total, self.params, allow_unused=True, retain_graph=True))
 
     def norm(self, method: Adjoint) -> Callable[[Tensor, int], Tensor]:
         """The reverse solve's error norm: each group's largest RMS of its parts (the

@@ -42,23 +42,15 @@ class Watched:
     def _first_evaluation(self, t: Tensor, y: Tensor) -> Tensor:
         self.first = False
         before = self.generators.get() if self.generators else None
-        if self.unseen:
-            state = y.detach()
-            with torch.enable_grad():
-                out = self.problem.rhs(t, state)
-            hidden = (unseen_tensors(out, self.problem.params, state)
-                      if isinstance(out, Tensor) else [])
-            if hidden:
-                shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
-                raise UnseenTensorError(
-                    f"func uses {len(hidden)} tensor(s) that require grad (shapes {shapes}) but "
-                    "are not parameters of func as an nn.Module: gradients could not reach "
-                    "them. Pass them as odeint(..., params=[...]) (for a lambda or bound "
-                    "method of a module m: params=list(m.parameters())), or use "
-                    "gradient='naive'")
-            out = out.detach() if isinstance(out, Tensor) else out
-        else:
-            out = self.problem.rhs(t, y)
+        version = y._version
+        try:
+            out = self._evaluate(t, y)
+        except RuntimeError as error:  # torch's own, for a leaf that requires grad
+            if "in-place operation" not in str(error):
+                raise
+            raise changed_in_place() from error
+        if y._version != version:
+            raise changed_in_place()
         if not (isinstance(out, Tensor) and out.shape == self.shape and out.dtype == self.dtype
                 and out.device == self.device):
             got = (f"shape {tuple(out.shape)}, {out.dtype} on {out.device}"
@@ -78,6 +70,25 @@ class Watched:
             if drawn:
                 self.log = RandomLog(drawn, {g: before[g] for g in drawn.generators})
         return out
+
+    def _evaluate(self, t: Tensor, y: Tensor) -> Tensor:
+        """The first evaluation; with ``unseen``, made with grad enabled and checked for
+        tensors that require grad outside the problem's parameters."""
+        if not self.unseen:
+            return self.problem.rhs(t, y)
+        state = y.detach()
+        with torch.enable_grad():
+            out = self.problem.rhs(t, state)
+        hidden = unseen_tensors(out, self.problem.params, state) if isinstance(out, Tensor) else []
+        if hidden:
+            shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
+            raise UnseenTensorError(
+                f"func uses {len(hidden)} tensor(s) that require grad (shapes {shapes}) but "
+                "are not parameters of func as an nn.Module: gradients could not reach "
+                "them. Pass them as odeint(..., params=[...]) (for a lambda or bound "
+                "method of a module m: params=list(m.parameters())), or use "
+                "gradient='naive'")
+        return out.detach() if isinstance(out, Tensor) else out
 
     @property
     def replayed(self) -> RandomStates | None:
@@ -102,6 +113,12 @@ class Watched:
         """The error for random numbers this problem's gradient cannot replay."""
         return unreplayable_random(self.problem.method.name == "adjoint",
                                    self.problem.per_sample)
+
+
+def changed_in_place() -> FuncOutputError:
+    return FuncOutputError(
+        "func(t, y) changed its input y in place (e.g. y.mul_(-1)): the solver's state must "
+        "not change under it; return a new tensor instead (y * -1, torch.neg(y))")
 
 
 def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateError:
