@@ -37,8 +37,9 @@ from typing import Any
 UNKNOWN = "unknown"
 CODE_DIRS = ("aca", "configs", "experiments")
 #: the scripts that write run records (scripts/reproduce.py: the ``summarize`` tables)
-RECORD_SCRIPTS = ("scripts/bench_gradients.py", "scripts/bench_per_sample.py",
-                  "scripts/reproduce.py", "scripts/solver_robustness.py")
+RECORD_SCRIPTS = tuple(f"scripts/{name}.py" for name in (
+    "bench_cost_scaling", "bench_gradients", "bench_per_sample", "gpu_check",
+    "gradient_accuracy_map", "reproduce", "solver_robustness", "timeseries_baselines"))
 CODE_PATHS = CODE_DIRS + RECORD_SCRIPTS
 #: the reporting code that writes no record: renders, judges or checks them
 REPORTING = tuple(f"aca/report/{name}.py" for name in
