@@ -17,17 +17,36 @@ from aca.solvers.step import Func, Step
 
 
 @dataclass
-class StepBounds:
-    """Every step size clipped to ``[min_step, max_step]``; a step at ``min_step`` is
-    accepted whatever its error (torchdiffeq's options). Adaptive controllers only."""
+class Wrapper:
+    """Passes everything on to ``inner``; a wrapper overrides what it changes."""
 
     inner: Controller
-    min_step: float = 0.0
-    max_step: float = math.inf
 
     @property
     def adaptive(self) -> bool:
         return self.inner.adaptive
+
+    def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
+             ) -> tuple[Any, Tensor | None, int]:
+        return self.inner.init(func, t0, y0, t_end)
+
+    def propose(self, state: Any, t: Tensor, y: Tensor, target: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        return self.inner.propose(state, t, y, target)
+
+    def judge(self, state: Any, t: Tensor, t_next: Tensor, y: Tensor, step: Step, h: Tensor,
+              landing: Tensor, running: Tensor, reject: Tensor | None
+              ) -> tuple[Tensor, Any, Tensor]:
+        return self.inner.judge(state, t, t_next, y, step, h, landing, running, reject)
+
+
+@dataclass
+class StepBounds(Wrapper):
+    """Every step size clipped to ``[min_step, max_step]``; a step at ``min_step`` is
+    accepted whatever its error (torchdiffeq's options). Adaptive controllers only."""
+
+    min_step: float = 0.0
+    max_step: float = math.inf
 
     def _clip(self, state: AdaptiveState) -> AdaptiveState:
         size = state.h.detach().abs().clamp(self.min_step, self.max_step)
@@ -38,38 +57,24 @@ class StepBounds:
         state, k1, nfe = self.inner.init(func, t0, y0, t_end)
         return self._clip(state), k1, nfe
 
-    def propose(self, state: Any, t: Tensor, y: Tensor, target: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor]:
-        return self.inner.propose(state, t, y, target)
-
     def judge(self, state: Any, t: Tensor, t_next: Tensor, y: Tensor, step: Step, h: Tensor,
               landing: Tensor, running: Tensor, reject: Tensor | None
               ) -> tuple[Tensor, Any, Tensor]:
         accept, new, status = self.inner.judge(state, t, t_next, y, step, h, landing, running,
                                                reject)
-        size = h.detach().abs()
-        forced = running & (size <= self.min_step)
+        forced = running & (h.detach().abs() <= self.min_step)
         if reject is not None:
             forced = forced & ~reject
         return accept | forced, self._clip(new), torch.where(forced, 0, status)
 
 
 @dataclass
-class StepTo:
+class StepTo(Wrapper):
     """Steps that would pass one of ``points`` (times of the time dtype) end on it
     exactly (torchdiffeq's ``step_t``); such a step is not an output landing, so the
     inner controller grows from it as from any accepted step."""
 
-    inner: Controller
     points: Tensor
-
-    @property
-    def adaptive(self) -> bool:
-        return self.inner.adaptive
-
-    def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
-             ) -> tuple[Any, Tensor | None, int]:
-        return self.inner.init(func, t0, y0, t_end)
 
     def propose(self, state: Any, t: Tensor, y: Tensor, target: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -82,34 +87,20 @@ class StepTo:
         h, t_next, landing = self.inner.propose(state, t, y, stop.view(t.shape))
         return h, t_next, landing & (stop.view(t.shape) == target)
 
-    def judge(self, state: Any, t: Tensor, t_next: Tensor, y: Tensor, step: Step, h: Tensor,
-              landing: Tensor, running: Tensor, reject: Tensor | None
-              ) -> tuple[Tensor, Any, Tensor]:
-        return self.inner.judge(state, t, t_next, y, step, h, landing, running, reject)
-
 
 #: ``callback(t, y, h)`` with ``t`` and ``|h|`` as 0-dim tensors
 Callback = Callable[[Tensor, Tensor, Tensor], None]
 
 
 @dataclass
-class Callbacks:
+class Callbacks(Wrapper):
     """Calls ``before(t, y, |h|)`` before each attempt and ``accepted``/``rejected``
     after it (torchdiffeq's ``callback_step``, ``callback_accept_step``,
     ``callback_reject_step``; shared steps only, one group)."""
 
-    inner: Controller
     before: Callback | None = None
     accepted: Callback | None = None
     rejected: Callback | None = None
-
-    @property
-    def adaptive(self) -> bool:
-        return self.inner.adaptive
-
-    def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
-             ) -> tuple[Any, Tensor | None, int]:
-        return self.inner.init(func, t0, y0, t_end)
 
     def propose(self, state: Any, t: Tensor, y: Tensor, target: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
