@@ -56,10 +56,15 @@ class _Steps:
     at their end; counts the evaluations made."""
 
     def __init__(self, problem: Problem, cp: Checkpoints, replayed: RandomStates | None,
-                 unreplayed: RandomStates, rows: list[tuple[int, int]]) -> None:
+                 unreplayed: RandomStates, rows: list[tuple[int, int]],
+                 dtype: torch.dtype) -> None:
         self.problem, self.cp = problem, cp
         self.replayed, self.unreplayed, self.rows = replayed, unreplayed, rows
         self.all_active = bool((cp.counts == cp.counts.max()).all())
+        # where the forward evaluated an FSAL method's first stages: each last step's end,
+        # from inside (the value of k1_time[j - 1] for step j)
+        self.k1_times = (end_from_inside(cp.times[:-1], cp.times[:-1] + cp.steps[:-1],
+                                         dtype) if cp.fsal else None)
         self.nfe = 0
         self.random: list[Tensor] = []  # the packed snapshots, set from the saved tensors
 
@@ -93,10 +98,8 @@ class _Steps:
                 landing[rows] = True
                 h = h + torch.where(landing.view(column), moved.view(column) - shift, 0.0)
         k1, k1_time = None, None
-        if cp.fsal and j > 0:  # where the forward evaluated it: the last step's end, inside
-            before = cp.times[j - 1].view(column)
-            k1_time = t + (end_from_inside(before, before + cp.steps[j - 1].view(column),
-                                           y.dtype) - t.detach())
+        if self.k1_times is not None and j > 0:
+            k1_time = t + (self.k1_times[j - 1].view(column) - t.detach())
         if self.replayed is not None:
             first, rest = self.rows[j]
             RandomStates.set(unpack(self.random, self.replayed, first))
@@ -178,7 +181,8 @@ class _ACA(torch.autograd.Function):
         solution = problem.solve(y0, func=func, checkpoints=checkpoints)
         problem.report_forward(solution)
         random, rows = pack(checkpoints.notes, func.replayed) if func.replayed else ([], [])
-        ctx.steps = _Steps(problem, checkpoints, func.replayed, func.unreplayed(), rows)
+        ctx.steps = _Steps(problem, checkpoints, func.replayed, func.unreplayed(), rows,
+                           y0.dtype)
         ctx.method, ctx.n_params = method, len(params)
         # saved, not kept: torch frees them after backward (unless retain_graph), refuses a
         # second backward, and notices in-place edits of y0 and the parameters

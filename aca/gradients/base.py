@@ -197,7 +197,8 @@ def _user_time(func: Func, per_sample: bool) -> Func:
     (per-sample: a ``(B,)`` tensor, each sample's time); the loop keeps times as
     group-shaped tensors of the time dtype."""
     def rhs(t: Tensor, y: Tensor) -> Tensor:
-        return func(t.reshape(len(y) if per_sample else ()).to(y.dtype), y)
+        t = t.reshape(len(y) if per_sample else ())
+        return func(t if t.dtype == y.dtype else t.to(y.dtype), y)
     return rhs
 
 

@@ -195,7 +195,7 @@ class AdaptiveSteps:
             ratio = torch.where(reject, math.inf, ratio)
         value = ratio.detach()
         finite = torch.isfinite(value)
-        h_new = h * self.factor(ratio, state.prev_ratio).to(h.dtype)
+        h_new = h * self.factor(ratio, state.prev_ratio)
         if self.frozen:
             h_new = h_new.detach()
         accept = running & (value <= 1.0)

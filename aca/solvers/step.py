@@ -45,10 +45,10 @@ def combine(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
 
 
 def end_from_inside(t: Tensor, t_next: Tensor, dtype: torch.dtype) -> Tensor:
-    """``t_next`` moved one ulp of ``dtype`` towards ``t`` (its value; its derivative is
-    ``t_next``'s): where stages at a step's end are evaluated."""
-    end = torch.nextafter(t_next.detach().to(dtype), t.detach().to(dtype)).to(t_next.dtype)
-    return t_next + (end - t_next.detach())
+    """``t_next`` in ``dtype`` moved one ulp towards ``t`` (its derivative ``t_next``'s):
+    where stages at a step's end are evaluated."""
+    end = torch.nextafter(t_next.detach().to(dtype), t.detach().to(dtype))
+    return end if not t_next.requires_grad else end + (t_next - t_next.detach()).to(dtype)
 
 
 def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau,
@@ -63,8 +63,8 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     discontinuity of ``func`` there (torchdiffeq's convention; then ``step_t`` at a jump
     is exact). The last stage of an FSAL method is evaluated only with ``with_error``
     (the error estimate uses it) or ``dense`` (the continuous extension does)."""
-    h_y = h.to(y.dtype)
-    # stages at the step's end see it from inside (torchdiffeq's convention)
+    t_y, h_y = t.to(y.dtype), h.to(y.dtype)  # stage times in the state's dtype, as func
+    # gets them; stages at the step's end see it from inside (torchdiffeq's convention)
     end = end_from_inside(t, t + h, y.dtype) if 1.0 in tableau.c[1:] else None
     nfe = 0
     if k1 is None:
@@ -74,7 +74,7 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     for i in range(1, tableau.solution_stages):
         stage = torch.addcmul(y, combine(tableau.a[i], ks), h_y)
         c = tableau.c[i]
-        ks.append(func(end if c == 1.0 else torch.add(t, h, alpha=c), stage))
+        ks.append(func(end if c == 1.0 else torch.add(t_y, h_y, alpha=c), stage))
         nfe += 1
     y_new = torch.addcmul(y, combine(tableau.b, ks), h_y)
     k_last = None
