@@ -238,3 +238,21 @@ def test_pi_controller_solves_accurately():
 def test_single_output_time_returns_y0():
     y0 = torch.randn(3)
     assert torch.equal(aca.odeint(riccati, y0, [0.5])[0], y0)
+
+
+def test_pi_memory_is_the_last_accepted_error_ratio():
+    """A rejected step leaves the PI controller's memory alone; an accepted one sets it."""
+    from aca.solvers import AdaptiveSteps, Step
+    from aca.solvers.control import AdaptiveState
+
+    controller = AdaptiveSteps(1e-3, 1e-6, order=5, pi_beta=0.04)
+    one, y = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    state = AdaptiveState(h=0.1 * one, prev_ratio=0.5 * one, smallest=1e-12 * one)
+    for error, accepted in ((1.0, False), (1e-5, True)):
+        step = Step(y, torch.full((1,), error, dtype=torch.float64), None, 0, [])
+        accept, new, _ = controller.judge(state, 0 * one, 0.1 * one, y, step, 0.1 * one,
+                                          torch.zeros(1, dtype=torch.bool),
+                                          torch.ones(1, dtype=torch.bool), None)
+        assert bool(accept) == accepted
+        ratio = error / (1e-6 + 1e-3)
+        assert new.prev_ratio.item() == pytest.approx(ratio if accepted else 0.5, rel=1e-12)

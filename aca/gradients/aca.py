@@ -99,7 +99,9 @@ class _Steps:
                 h = h + torch.where(landing.view(column), moved.view(column) - shift, 0.0)
         k1, k1_time = None, None
         if self.k1_times is not None and j > 0:
-            k1_time = t + (self.k1_times[j - 1].view(column) - t.detach())
+            k1_time = self.k1_times[j - 1].view(column)
+            if tau is not None:  # its derivative is t's
+                k1_time = k1_time + (t - t.detach())
         if self.replayed is not None:
             first, rest = self.rows[j]
             RandomStates.set(unpack(self.random, self.replayed, first))
@@ -186,7 +188,8 @@ class _ACA(torch.autograd.Function):
         ctx.method, ctx.n_params = method, len(params)
         # saved, not kept: torch frees them after backward (unless retain_graph), refuses a
         # second backward, and notices in-place edits of y0 and the parameters
-        ctx.save_for_backward(y0, t, *params, checkpoints.states, *random)
+        ctx.n_states = len(checkpoints.states)
+        ctx.save_for_backward(y0, t, *params, *checkpoints.states, *random)
         checkpoints.states = None
         return solution.ys
 
@@ -194,15 +197,15 @@ class _ACA(torch.autograd.Function):
     def backward(ctx, grad_ys: Tensor) -> tuple[Tensor | None, ...]:
         y0, t, *saved = ctx.saved_tensors
         steps: _Steps = ctx.steps
-        params, states = saved[:ctx.n_params], saved[ctx.n_params]
-        steps.random, steps.nfe = saved[ctx.n_params + 1:], 0
+        params = saved[:ctx.n_params]
+        states = saved[ctx.n_params:ctx.n_params + ctx.n_states]
+        steps.random, steps.nfe = saved[ctx.n_params + ctx.n_states:], 0
         problem = steps.problem
         with preserved_buffers(problem.buffers), steps.replaying(), autocast_as(problem):
             if torch.is_grad_enabled():
                 grads = _backward_through_chain(ctx, steps, grad_ys, y0, t, params)
             else:
-                kept = {s * steps.cp.stride: state.view_as(y0)
-                        for s, state in enumerate(states.unbind())}
+                kept = {s * steps.cp.stride: state.view_as(y0) for s, state in enumerate(states)}
                 grads = _backward_step_by_step(ctx, steps, grad_ys, kept, t, params)
         steps.random = []  # the saved tensors alone hold them (and free them)
         problem.sinks.add(nfe_backward=steps.nfe)

@@ -177,8 +177,10 @@ class AdaptiveSteps:
     def factor(self, ratio: Tensor, prev_ratio: Tensor) -> Tensor:
         """The growth factor of the step size after a step with this error ratio (the one
         formula); in the autograd graph through the ratio unless clipped."""
-        value = ratio.detach()
-        finite = torch.isfinite(value)
+        return self._factor(ratio, ratio.detach(), torch.isfinite(ratio.detach()), prev_ratio)
+
+    def _factor(self, ratio: Tensor, value: Tensor, finite: Tensor, prev_ratio: Tensor
+                ) -> Tensor:
         growth = self.safety * torch.where(finite, ratio, 1.0).clamp_min(1e-30) ** -self.alpha
         if self.pi_beta:
             growth = growth * prev_ratio ** self.pi_beta
@@ -195,18 +197,19 @@ class AdaptiveSteps:
             ratio = torch.where(reject, math.inf, ratio)
         value = ratio.detach()
         finite = torch.isfinite(value)
-        h_new = h * self.factor(ratio, state.prev_ratio)
+        h_new = h * self._factor(ratio, value, finite, state.prev_ratio)
         if self.frozen:
             h_new = h_new.detach()
         accept = running & (value <= 1.0)
-        keep = accept & landing & (state.h.detach().abs() > h_new.detach().abs())
+        size = h_new.detach().abs()
+        keep = accept & landing & (state.h.detach().abs() > size)
         state = AdaptiveState(_choose(keep, state.h, h_new),
                               _choose(accept, value.clamp_min(1e-4), state.prev_ratio),
                               state.smallest)
-        rejected = running & ~accept
-        status = torch.where(rejected & (state.h.detach().abs() < state.smallest),
-                             torch.where(finite, int(Status.UNDERFLOW), int(Status.NON_FINITE)),
-                             int(Status.RUNNING))
+        # a rejected group whose next step is below the resolution of t: underflow, or (its
+        # error not finite) a non-finite state; Status.NON_FINITE = Status.UNDERFLOW + 1
+        stuck = running & ~accept & (size < state.smallest)
+        status = stuck * (int(Status.UNDERFLOW) + ~finite)
         if zero_scale is not None:
             status = torch.where(zero_scale.view(column) & running, int(Status.ZERO_SCALE), status)
         return accept, state, status

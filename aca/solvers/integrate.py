@@ -64,7 +64,9 @@ class Checkpoints:
     step ``j`` counts its interval from (its last stop). ``annotate`` (one group only)
     is called on every accepted step with the evaluations its attempt made and whether
     its first stage came from elsewhere (FSAL); its results are kept in ``notes``.
-    Written without host syncs: rows not written go to each buffer's scratch row."""
+    Several groups are written without host syncs (rows not written go to each buffer's
+    scratch row); one group's steps are kept as they come, its states the very tensors
+    the steps started from (no copy, no spare capacity)."""
 
     max_states: int | None = None
     annotate: Callable[[int, bool], object] | None = None
@@ -75,16 +77,29 @@ class Checkpoints:
 
     def start(self, t: Tensor, y: Tensor, groups: int) -> None:
         self.rows = torch.arange(groups, device=t.device)
+        self._pieces: list[tuple[str, Tensor, Tensor, Tensor]] = []
+        if groups == 1:
+            self._taken: list[tuple[Tensor, Tensor, Tensor]] = []
+            self._kept: dict[int, Tensor] = {}
+            return
         self.times = t.new_zeros(17, groups)
         self.steps = t.new_zeros(17, groups)
         self.starts = torch.zeros(17, groups, dtype=torch.long, device=t.device)
         self.states = y.reshape(groups, -1).new_zeros((3, groups, y.numel() // groups))
-        self._pieces: list[tuple[str, Tensor, Tensor, Tensor]] = []
 
     def add(self, attempt: int, accept: Tensor, numbers: Tensor, t: Tensor, h: Tensor,
             y: Tensor, start: Tensor) -> None:
         """Record the steps accepted at this attempt: group ``b``'s is its ``numbers[b]``-th;
         ``start``: the output time its interval counts from."""
+        if len(self.rows) == 1:
+            number = len(self._taken)
+            self._taken.append((t.detach(), h.detach(), start))
+            if number % self.stride == 0:
+                self._kept[number] = y.detach()
+            if self.max_states is not None and len(self._kept) > self.max_states:
+                self.stride *= 2
+                self._kept = {i: s for i, s in self._kept.items() if i % self.stride == 0}
+            return
         self.times = _grow(self.times, attempt + 1)
         self.steps, self.starts = _grow(self.steps, attempt + 1), _grow(self.starts, attempt + 1)
         index = torch.where(accept, numbers, len(self.times) - 1)
@@ -113,14 +128,27 @@ class Checkpoints:
         A kept state past a group's last step is its final state (its steps there are
         of size 0)."""
         self.counts = counts.clone()
+        if len(self.rows) == 1:
+            times, steps, starts = zip(*self._taken)
+            self.times = torch.stack(times).view(-1, 1)
+            self.steps = torch.stack(steps).view(-1, 1)
+            self.starts = torch.stack(starts).view(-1, 1)
+            self.states = [self._kept[i] for i in sorted(self._kept)]
+            del self._taken, self._kept
+            self._group_pieces()
+            return
         n_steps = int(counts.max())
         self.times, self.steps = self.times[:n_steps], self.steps[:n_steps]
         self.starts = self.starts[:n_steps]
         n_states = (n_steps - 1) // self.stride + 1
         past = counts.view(-1, 1) <= self.stride * torch.arange(n_states, device=y.device)
         final = y.detach().reshape(len(self.rows), -1)
-        self.states = torch.stack([torch.where(past[:, s, None], final, self.states[s])
-                                   for s in range(n_states)])
+        self.states = [torch.where(past[:, s, None], final, self.states[s])
+                       for s in range(n_states)]
+        self._group_pieces()
+
+    def _group_pieces(self) -> None:
+        """``inside`` and ``lands`` by step number."""
         for kind in ("inside", "lands"):
             pieces = [p for p in self._pieces if p[0] == kind]
             if not pieces:
@@ -226,10 +254,13 @@ def integrate(
         if between is not None:
             holds = (flat.view(-1, 1) & (forward * (between - t.detach().view(-1, 1)) > 0)
                      & (forward * (between - t_next.detach().view(-1, 1)) <= 0))
-        flags = torch.stack([flat.all(), flat.any(), (failed != 0).any(), lands.any(),
-                             ((status != 0) | final).all(),
-                             holds.any() if holds is not None else flat.new_tensor(False)])
-        all_accepted, any_accepted, any_failed, any_landed, finished, held = flags.tolist()
+        per_group_flags = torch.stack([flat, (status != 0) | final, lands,
+                                       failed.view(groups) != 0])
+        flags = [per_group_flags.all(1), per_group_flags.any(1)]
+        flags += [holds.any().view(1)] if holds is not None else []
+        all_accepted, finished, _, _, any_accepted, _, any_landed, any_failed, *held = \
+            torch.cat(flags).tolist()
+        held = bool(held) and held[0]
         if any_failed:
             status = torch.where(running.view(groups), failed.view(groups), status)
             break
