@@ -15,6 +15,7 @@ from aca.errors import (
     NonMonotoneTimeError,
     ODEError,
     RandomStateError,
+    StatefulFuncError,
     StepSizeRequiredError,
     StepSizeUnderflowError,
     UnknownGradientError,
@@ -34,6 +35,7 @@ __all__ = [
     "ACA", "GRADIENTS", "SOLVERS", "Adjoint", "FuncOutputError", "GradientMethod",
     "InvalidOptionError", "MaxStepsExceededError", "Naive", "NonFiniteStateError",
     "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError", "SolveOptions",
-    "SolveStats", "StepSizeRequiredError", "StepSizeUnderflowError", "UnknownGradientError",
-    "UnknownSolverError", "UnseenTensorError", "__version__", "odeint", "track_stats",
+    "SolveStats", "StatefulFuncError", "StepSizeRequiredError", "StepSizeUnderflowError",
+    "UnknownGradientError", "UnknownSolverError", "UnseenTensorError", "__version__", "odeint",
+    "track_stats",
 ]

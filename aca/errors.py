@@ -58,6 +58,11 @@ class UnseenTensorError(ODEError, ValueError):
     (not parameters of an ``nn.Module`` func, not passed as ``params=``)."""
 
 
+class StatefulFuncError(ODEError, RuntimeError):
+    """``func`` changes its own buffers as it runs, which a method that evaluates it again
+    (``aca``, ``adjoint``) cannot reproduce."""
+
+
 class RandomStateError(ODEError, RuntimeError):
     """``func`` draws random numbers that the gradient method cannot replay."""
 

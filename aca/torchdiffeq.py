@@ -208,12 +208,12 @@ class _Call:
             atol=self.atol, step_size=self.options.get("step_size", step) if self.fixed else None,
             interpolate=not self.fixed, max_steps=self.options.get("max_num_steps", 2**31 - 1),
             **{k: self.options[k] for k in ("safety", "ifactor", "dfactor") if k in self.options})
-        module = self.func if isinstance(self.func, nn.Module) else nn.Module()
         first = self.options.get("first_step")
         return Problem(
             func=rhs, options=options, method=self.gradient, t=times, extra_params=self.params,
             times=torch.tensor([values], dtype=time_dtype(self.y0), device=self.y0.device),
-            buffers=list(module.buffers()), norm=lambda x, groups: self.norm(x).reshape(1),
+            module=self.func if isinstance(self.func, nn.Module) else None,
+            norm=lambda x, groups: self.norm(x).reshape(1),
             wrap=lambda c: self.wrap(c if first is None else _first(c, first)))
 
     def solve(self, times: Tensor, y0: Tensor, breaks: list[tuple[float, bool]] = (),

@@ -180,7 +180,9 @@ class _ACA(torch.autograd.Function):
         shared = not problem.per_sample
         func = Watched(problem, y0, unseen=True, random="replay" if shared else "refuse")
         checkpoints = Checkpoints(method.max_checkpoints, annotate=func.annotate)
+        versions = [buffer._version for buffer in problem.buffers]
         solution = problem.solve(y0, func=func, checkpoints=checkpoints)
+        problem.refuse_changed_buffers(versions)
         problem.report_forward(solution)
         random, rows = pack(checkpoints.notes, func.replayed) if func.replayed else ([], [])
         ctx.steps = _Steps(problem, checkpoints, func.replayed, func.unreplayed(), rows,

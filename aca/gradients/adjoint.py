@@ -140,7 +140,9 @@ class _Adjoint(torch.autograd.Function):
     def forward(ctx, problem: Problem, method: Adjoint, y0: Tensor, t: Tensor | None,
                 *params: Tensor) -> Tensor:
         func = Watched(problem, y0, unseen=True, random="refuse")
+        versions = [buffer._version for buffer in problem.buffers]
         solution = problem.solve(y0, func=func)
+        problem.refuse_changed_buffers(versions)
         problem.report_forward(solution)
         ctx.problem, ctx.method, ctx.generators = problem, method, func.unreplayed()
         ctx.save_for_backward(solution.ys, *params)  # params too: in-place edits are noticed

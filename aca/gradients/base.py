@@ -16,6 +16,7 @@ from aca.errors import (
     InvalidOptionError,
     MaxStepsExceededError,
     NonFiniteStateError,
+    StatefulFuncError,
     StepSizeUnderflowError,
 )
 from aca.solvers import (
@@ -68,8 +69,9 @@ class Problem:
     sinks: StatsSinks = field(default_factory=lambda: StatsSinks(None))
     t: Tensor | None = None
     extra_params: list[Tensor] = field(default_factory=list)
-    #: tensors besides func's that ``func`` changes in place and backward must restore
-    buffers: list[Tensor] = field(default_factory=list)
+    #: the module behind ``func`` when ``func`` is a function of it (aca.torchdiffeq): its
+    #: buffers are ``func``'s
+    module: nn.Module | None = None
     #: the forward solve's error norm, and what wraps its controller (step bounds, step
     #: times, callbacks: ``aca.solvers.wrappers``)
     norm: Norm = rms_norm
@@ -87,11 +89,31 @@ class Problem:
                          if torch.is_autocast_enabled(device) else None)
         if self.autocast is not None:  # a field autocast made half precision: the state's
             self.rhs = _in_state_dtype(self.rhs)
-        module = self.func if isinstance(self.func, nn.Module) else nn.Module()
+        module = self.func if isinstance(self.func, nn.Module) else self.module or nn.Module()
         #: the tensors gradients flow to besides y0 and t: func's parameters, params=
         self.params = list({id(p): p for p in [*module.parameters(), *self.extra_params]
                             if p.requires_grad}.values())
-        self.buffers = [*module.buffers(), *self.buffers]
+        self.named_buffers = list(module.named_buffers())
+        self.buffers = [buffer for _, buffer in self.named_buffers]
+        #: running statistics (batch norm): func changes them, but its output in training
+        #: mode does not depend on them
+        self.statistics = {id(b) for m in module.modules()
+                           if isinstance(m, nn.modules.batchnorm._NormBase)
+                           for b in m.buffers(recurse=False)}
+
+    def refuse_changed_buffers(self, versions: list[int]) -> None:
+        """func changed buffers in place while the forward solve ran (spectral_norm's power
+        iteration in training mode): aca's rebuild and the adjoint's reverse solve would see
+        other values than the forward did."""
+        changed = [name for (name, buffer), version in zip(self.named_buffers, versions)
+                   if buffer._version != version and id(buffer) not in self.statistics]
+        if changed:
+            raise StatefulFuncError(
+                f"func changed its buffer(s) {', '.join(changed[:4])} in place during the solve "
+                f"(a power iteration such as spectral_norm's, in training mode): "
+                f"gradient='{self.method.name}' evaluates func again and would see other "
+                "values than the forward did; solve with the module in eval mode, or use "
+                "gradient='naive'")
 
     @property
     def t_requires_grad(self) -> bool:
