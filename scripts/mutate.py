@@ -62,7 +62,8 @@ def mutation(name: str, bug: str, *edits: tuple[str, str, str],
 CONTROL, INTEGRATE = "aca/solvers/control.py", "aca/solvers/integrate.py"
 STEP, ODEINT = "aca/solvers/step.py", "aca/odeint.py"
 ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gradients/base.py"
-WRAPPERS = "aca/solvers/wrappers.py"
+WRAPPERS, WATCH = "aca/solvers/wrappers.py", "aca/gradients/watch.py"
+CONTRACT_TESTS = ("tests/test_contract.py",)
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
 TORCHDIFFEQ, PROVENANCE, DRIFT = "aca/torchdiffeq.py", "aca/provenance.py", "aca/report/drift.py"
 CLAIMS = "aca/report/claims.py"
@@ -152,6 +153,23 @@ MUTATIONS = [
     mutation("time-does-not-move", "an accepted step that does not move t is not an underflow",
              (INTEGRATE, "torch.where(running & (h == 0), int(Status.UNDERFLOW), failed)",
               "failed"), tests=("tests/test_errors.py",)),
+    # the gradient contract's second round (issue 26)
+    mutation("unseen-after-first-evaluation",
+             "aca: a tensor a closure reaches after its first evaluation goes unchecked",
+             (ACA, "            if problem.closure:  # a tensor first reached",
+              "            if False:  # a tensor first reached"), tests=CONTRACT_TESTS),
+    mutation("changed-buffers-unchecked", "aca: buffers func changes in place go unchecked",
+             (ACA, "        problem.refuse_changed_buffers(versions)\n", ""),
+             tests=CONTRACT_TESTS),
+    mutation("in-place-input-unchecked", "func changing its input in place goes unchecked",
+             (WATCH, "        if y._version != version:\n            raise changed_in_place()\n",
+              ""), tests=CONTRACT_TESTS),
+    mutation("transforms-unchecked", "torch.func transforms and forward mode go unchecked",
+             (ODEINT, "    _refuse_transforms(problem, y0)\n", ""), tests=CONTRACT_TESTS),
+    mutation("derived-closure-graph-freed",
+             "aca: the rebuild frees a graph func's closure shares with the parameters",
+             (ACA, "allow_unused=True,\n                                        retain_graph=True)",
+              "allow_unused=True)"), tests=CONTRACT_TESTS),
     mutation("end-stage-at-the-end", "stages at c = 1 evaluated at the step's end, not inside",
              (STEP, "end = torch.nextafter(t_next.detach().to(dtype), t.detach().to(dtype))",
               "end = t_next.detach().to(dtype)"),

@@ -535,3 +535,25 @@ def test_case_17_buffers_func_changes_are_refused_naming_them(gradient, norm):
         ys = aca.odeint(func, y0, [0.0, 1.0], gradient=method, solver="rk4", step_size=0.1)
         grads[method] = torch.autograd.grad(ys.sum(), [y0, *func.parameters()])
     assert relative_error(grads["aca"], grads["naive"]) < 1e-12
+
+
+# 18. A tensor first reached after the first evaluation -----------------------------------
+
+@pytest.mark.parametrize("gradient", ["aca", "adjoint"])
+def test_case_18_a_tensor_reached_only_later_is_refused_in_backward(gradient):
+    """f = -y * (w if t > 0.3 else 1): the first evaluation (t = 0) does not use w, so the
+    forward's check cannot see it; aca and the adjoint left w.grad None (naive: right).
+    Backward evaluates func again at every step and refuses it there; with params=[w]
+    the gradient is the closed form's, d/dw e^(-0.3 - 0.7 w) (measured 4e-9)."""
+    weight = torch.tensor(2.0, requires_grad=True)
+
+    def field(t, y):
+        return -y * (weight if t.item() > 0.3 else 1.0)
+    y0 = torch.ones(1, requires_grad=True)
+    ys = aca.odeint(field, y0, [0.0, 1.0], gradient=gradient)
+    with pytest.raises(aca.UnseenTensorError, match=r"1 tensor\(s\).*params="):
+        torch.autograd.grad(ys[-1].sum(), [y0])
+    ys = aca.odeint(field, y0, [0.0, 1.0], gradient=gradient, params=[weight], rtol=1e-8,
+                    atol=1e-10)
+    (grad,) = torch.autograd.grad(ys[-1].sum(), [weight])
+    assert abs(grad.item() + 0.7 * math.exp(-0.3 - 1.4)) < 1e-6

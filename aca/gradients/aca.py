@@ -38,7 +38,7 @@ from aca.gradients.base import (
     preserved_buffers,
 )
 from aca.gradients.replay import RandomStates, pack, unpack
-from aca.gradients.watch import Watched, unreplayable_random
+from aca.gradients.watch import Watched, refuse_unseen, unreplayable_random
 from aca.solvers import Checkpoints, interpolate, rk_step
 from aca.solvers.integrate import column_shape
 from aca.solvers.step import end_from_inside
@@ -245,6 +245,8 @@ def _backward_step_by_step(ctx, steps: _Steps, grad_ys: Tensor, states: dict[int
             for ks, rows, values in outputs:
                 ends.append(values)
                 cotangents.append(flat_grads[ks, rows])
+            if problem.closure:  # a tensor first reached after the first evaluation
+                refuse_unseen(ends, [*params, *([tau] if want_t else [])], y_j)
             inputs = (y_j, *params, *([tau] if want_t else []))
             # retain: a tensor func closes over may share graph with the parameters (W = 2p)
             grads = torch.autograd.grad(ends, inputs, cotangents, allow_unused=True,

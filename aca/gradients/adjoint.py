@@ -34,7 +34,7 @@ from aca.gradients.base import (
     autocast_as,
     preserved_buffers,
 )
-from aca.gradients.watch import Watched, unreplayable_random
+from aca.gradients.watch import Watched, refuse_unseen, unreplayable_random
 from aca.solvers import SOLVERS, rms_norm
 from aca.solvers.integrate import column_shape
 from aca.solvers.step import Step, combine
@@ -90,6 +90,8 @@ class _Reverse:
         with torch.enable_grad():
             y = y.to(self.state_dtype).detach().requires_grad_()
             f = self.problem.rhs(t, y)
+            if self.problem.closure:  # a tensor first reached after the first evaluation
+                refuse_unseen([f], self.params, y)
             # retain: a tensor func closes over may share graph with the parameters (W = 2p)
             vjps = (torch.autograd.grad(f, (y, *wrt), adjoint.to(f.dtype), allow_unused=True,
                                         retain_graph=True)

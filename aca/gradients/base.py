@@ -93,6 +93,9 @@ class Problem:
         #: the tensors gradients flow to besides y0 and t: func's parameters, params=
         self.params = list({id(p): p for p in [*module.parameters(), *self.extra_params]
                             if p.requires_grad}.values())
+        #: func is a closure: it may reach tensors after its first evaluation that the
+        #: first-evaluation check did not see (backward looks at every rebuilt step)
+        self.closure = not isinstance(self.func, nn.Module) and self.module is None
         self.named_buffers = list(module.named_buffers())
         self.buffers = [buffer for _, buffer in self.named_buffers]
         #: running statistics (batch norm): func changes them, but its output in training

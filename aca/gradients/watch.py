@@ -79,15 +79,8 @@ class Watched:
         state = y.detach()
         with torch.enable_grad():
             out = self.problem.rhs(t, state)
-        hidden = unseen_tensors(out, self.problem.params, state) if isinstance(out, Tensor) else []
-        if hidden:
-            shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
-            raise UnseenTensorError(
-                f"func uses {len(hidden)} tensor(s) that require grad (shapes {shapes}) but "
-                "are not parameters of func as an nn.Module: gradients could not reach "
-                "them. Pass them as odeint(..., params=[...]) (for a lambda or bound "
-                "method of a module m: params=list(m.parameters())), or use "
-                "gradient='naive'")
+        if isinstance(out, Tensor):
+            refuse_unseen([out], self.problem.params, state)
         return out.detach() if isinstance(out, Tensor) else out
 
     @property
@@ -139,6 +132,21 @@ def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateE
         "func drew random numbers that aca could not replay (not at its first evaluation, or "
         "only in backward); aca replays random numbers that func draws at every evaluation "
         "(dropout): draw them there, call model.eval(), or use gradient='naive'")
+
+
+def refuse_unseen(outputs: list[Tensor], known: list[Tensor], state: Tensor) -> None:
+    """Refuse outputs of func that depend on tensors requiring grad besides ``known`` (the
+    parameters) and the ``state`` func was given: the methods could not reach them."""
+    hidden = list({id(tensor): tensor for output in outputs
+                   for tensor in unseen_tensors(output, known, state)}.values())
+    if hidden:
+        shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
+        raise UnseenTensorError(
+            f"func uses {len(hidden)} tensor(s) that require grad (shapes {shapes}) but "
+            "are not parameters of func as an nn.Module: gradients could not reach "
+            "them. Pass them as odeint(..., params=[...]) (for a lambda or bound "
+            "method of a module m: params=list(m.parameters())), or use "
+            "gradient='naive'")
 
 
 def unseen_tensors(output: Tensor, known: list[Tensor], state: Tensor) -> list[Tensor]:
