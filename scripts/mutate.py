@@ -71,8 +71,8 @@ CLAIMS = "aca/report/claims.py"
 MUTATIONS = [
     # the seven of issue 19
     mutation("naive-step-size-detached", "naive: the step-size growth factor leaves the graph",
-             (CONTROL, "h_new = h * self.factor(ratio, state.prev_ratio)",
-              "h_new = h * self.factor(ratio.detach(), state.prev_ratio)")),
+             (CONTROL, "h_new = h * self._factor(ratio, value, finite, state.prev_ratio)",
+              "h_new = h * self._factor(ratio.detach(), value, finite, state.prev_ratio)")),
     mutation("safety-0.85", "the controller's safety factor 0.9 -> 0.85 (the one default)",
              (CONTROL, "safety: float = 0.9", "safety: float = 0.85")),
     mutation("shrink-after-accept", "the step may shrink after an accepted step",
