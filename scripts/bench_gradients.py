@@ -41,6 +41,7 @@ import aca
 import aca.torchdiffeq as aca_torchdiffeq
 from aca import provenance
 from aca.report.format import markdown_table
+from aca.report.measure import MIB, allocation_levels, peak_memory_bytes
 
 METHODS = ("aca", "adjoint", "adjoint_seminorm", "naive", "torchdiffeq", "torchdiffeq_adjoint",
            "tdep_aca")
@@ -64,7 +65,6 @@ DROPIN_PAIRS = (("dropin", "torchdiffeq"), ("dropin_adjoint", "torchdiffeq_adjoi
 OUTPUT_METHODS = ("aca", "adjoint", "naive", "torchdiffeq", "torchdiffeq_adjoint", "aca_landing")
 COLUMNS = ("problem", "setting", "method", "forward_ms", "fwd_bwd_ms", "peak_mib", "nfe_forward",
            "nfe_backward", "accepted", "attempted", "grad_rel_error")
-MIB = 2.0**20
 GAIN = 4.0  # initial weights of f's last layer are scaled by this: stiffer dynamics, more steps
 
 
@@ -215,26 +215,6 @@ def run_once(method: str, problem: Problem, setting: Setting) -> Run:
                gradient)
 
 
-def _allocation_levels(prof: profile) -> list[tuple[int, int]]:
-    """``(time_ns, bytes held)`` after every allocation and free of torch's CPU allocator
-    seen by the profiler (``profile_memory=True``), counted from 0 at its start."""
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    levels, level = [], 0
-    for event in events:
-        level += event.nbytes()
-        levels.append((event.start_ns(), level))
-    return levels
-
-
-def peak_memory_bytes(action: Callable[[], object]) -> int:
-    """Peak of the bytes allocated by torch's CPU allocator while ``action`` runs, above
-    the level at its start (allocation events of the PyTorch profiler, summed in order)."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        action()
-    return max((level for _, level in _allocation_levels(prof)), default=0)
-
-
 def phase_peaks(forward: Callable[[], Tensor],
                 backward: Callable[[Tensor], None]) -> tuple[int, int]:
     """Peak bytes held by torch's CPU allocator during ``forward()`` and during
@@ -247,7 +227,7 @@ def phase_peaks(forward: Callable[[], Tensor],
         del output
     start = next(e.start_ns() for e in prof.profiler.kineto_results.events()
                  if e.name() == "backward")
-    levels = _allocation_levels(prof)
+    levels = allocation_levels(prof)
     return (max((v for t, v in levels if t < start), default=0),
             max((v for t, v in levels if t >= start), default=0))
 

@@ -64,10 +64,10 @@ from aca import provenance  # noqa: E402
 from aca.models.resnet import build_model  # noqa: E402
 from aca.report import paper  # noqa: E402
 from aca.report.format import markdown_table, write_json  # noqa: E402
+from aca.report.measure import MIB  # noqa: E402
 from aca.train import distributed  # noqa: E402
 
 EPOCHS = 90  # the paper's CIFAR schedule
-MIB = 2.0**20
 SYNC_METHODS = ("item", "tolist", "__bool__", "__float__", "__int__")
 
 
