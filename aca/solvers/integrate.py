@@ -273,9 +273,10 @@ def integrate(
                 checkpoints.piece("inside", ks + 1, rows, numbers)
         if any_landed:
             rows = lands.nonzero().squeeze(1)
-            pieces.append((stops[stop[rows]], rows, step.y.reshape(groups, -1)[rows]))
+            landed = stops[stop[rows]]
+            pieces.append((landed, rows, step.y.reshape(groups, -1)[rows]))
             if checkpoints is not None:
-                checkpoints.piece("lands", stops[stop[rows]], rows, numbers)
+                checkpoints.piece("lands", landed, rows, numbers)
         if checkpoints is not None and any_accepted:
             checkpoints.add(attempt, flat, numbers, t, h, y, stops[stop - 1])
             checkpoints.note(step.nfe, k1 is not None)
