@@ -403,14 +403,15 @@ def test_timeseries_per_sample_option(gradient):
         build_task(compose_config(*tiny, "task.model=ode_rnn"))
 
 
+@pytest.mark.parametrize("per_sample", [True, False])
 @pytest.mark.parametrize("t0", [1e4, 1e6])
-def test_float32_states_keep_float64_times(t0):
+def test_float32_states_keep_float64_times(t0, per_sample):
     """Times are float64 whatever the state's dtype: y' = -y on [t0, t0 + 1] in float32
     (issue 25: 1.9e-4 off at 1e4, 400x the tolerance, while per-sample times were float32;
     float32 times cannot resolve the steps at 1e6, where their spacing is 0.0625)."""
     y0 = torch.ones(3, 1, dtype=torch.float32)
     ys = aca.odeint(lambda t, y: -y, y0, torch.tensor([t0, t0 + 1.0]), rtol=1e-6, atol=1e-9,
-                    per_sample=True)
+                    per_sample=per_sample)
     assert (ys[-1] - math.exp(-1)).abs().max() < 1e-6  # measured 1.2e-7 at both
 
 
