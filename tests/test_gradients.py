@@ -247,7 +247,7 @@ def _filled(n: int, budget: int | None) -> Checkpoints:
     checkpoints.start(torch.zeros(1), torch.zeros(1), 1)
     steps = torch.zeros(1, dtype=torch.long)
     for i in range(n):
-        checkpoints.add(i, torch.ones(1, dtype=torch.bool), steps, torch.full((1,), float(i)),
+        checkpoints.add(i, torch.ones(1, dtype=torch.bool), torch.full((1,), float(i)),
                         torch.ones(1), torch.full((1,), float(i)),
                         torch.zeros(1, dtype=torch.long))
         steps += 1

@@ -67,6 +67,7 @@ class _Steps:
                                          dtype) if cp.fsal else None)
         self.nfe = 0
         self.random: list[Tensor] = []  # the packed snapshots, set from the saved tensors
+        self.per_step: list[tuple[Tensor, ...]] | None = None  # times, steps, k1 times by j
 
     def __len__(self) -> int:
         return len(self.cp.times)
@@ -81,14 +82,19 @@ class _Steps:
         groups = problem.groups
         column = column_shape(y, groups)
         times = problem.times if tau is None else tau
-        t, h = cp.times[j].view(column), cp.steps[j].view(column)
-        active = (cp.counts > j).view(column)
+        if self.per_step is None:  # each step's times as (S, 1, ..., 1) views, once
+            self.per_step = [x.view(len(x), *column).unbind(0) for x in (
+                cp.times, cp.steps, *([self.k1_times] if self.k1_times is not None else []))]
+        t, h = self.per_step[0][j], self.per_step[1][j]
         if not self.all_active:
+            active = (cp.counts > j).view(column)
             t, h = torch.where(active, t, problem.times[:, -1].view(column)), h * active
         lands = cp.lands.get(j) if dense else None
         if tau is not None:
             start = tau.gather(1, cp.starts[j].view(-1, 1)).view(column)
-            shift = (start - start.detach()) * active
+            shift = start - start.detach()
+            if not self.all_active:
+                shift = shift * active
             t = t + shift
             if lands is not None:
                 ks, rows = lands
@@ -99,7 +105,7 @@ class _Steps:
                 h = h + torch.where(landing.view(column), moved.view(column) - shift, 0.0)
         k1, k1_time = None, None
         if self.k1_times is not None and j > 0:
-            k1_time = self.k1_times[j - 1].view(column)
+            k1_time = self.per_step[2][j - 1]
             if tau is not None:  # its derivative is t's
                 k1_time = k1_time + (t - t.detach())
         if self.replayed is not None:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from aca.solvers.step import Func, Step
+from aca.solvers.step import Func, Step, value
 
 #: ``norm(x, groups)``: one non-negative value per group, ``(S,)``
 Norm = Callable[[Tensor, int], Tensor]
@@ -66,22 +66,15 @@ class Controller(Protocol):
 
 
 def rms_norm(x: Tensor, groups: int) -> Tensor:
-    """Root mean square of each group's entries. In the autograd graph a zero norm
-    gets a zero derivative (not the nan of sqrt at 0)."""
-    mean_square = x.reshape(groups, -1).pow(2).mean(1)
-    if not x.requires_grad:
-        return mean_square.sqrt()
-    positive = mean_square > 0
-    return torch.where(positive, torch.where(positive, mean_square, 1.0).sqrt(), 0.0)
+    """Root mean square of each group's entries (in the autograd graph a zero norm gets
+    a zero derivative, not the nan of sqrt at 0)."""
+    x = x.reshape(groups, -1)
+    return torch.linalg.vector_norm(x, dim=1) * x.shape[1] ** -0.5
 
 
 def precise(x: Tensor) -> Tensor:
     """float16/bfloat16 in float32, so that error norms neither overflow nor round to 0."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
-
-def _choose(keep: Tensor, new: Tensor, old: Tensor) -> Tensor:
-    return torch.where(keep, new, old)
 
 
 @dataclass(frozen=True)
@@ -161,7 +154,7 @@ class AdaptiveSteps:
 
     def propose(self, state: AdaptiveState, t: Tensor, y: Tensor, target: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
-        landing = state.h.detach().abs() >= (target - t).detach().abs() * (1 - 1e-9)
+        landing = value(state.h).abs() >= value(target - t).abs().mul_(1 - 1e-9)
         t_next = torch.where(landing, target, t + state.h)
         return t_next - t, t_next, landing
 
@@ -176,43 +169,40 @@ class AdaptiveSteps:
 
     def factor(self, ratio: Tensor, prev_ratio: Tensor) -> Tensor:
         """The growth factor of the step size after a step with this error ratio (the one
-        formula); in the autograd graph through the ratio unless clipped."""
-        return self._factor(ratio, ratio.detach(), torch.isfinite(ratio.detach()), prev_ratio)
-
-    def _factor(self, ratio: Tensor, value: Tensor, finite: Tensor, prev_ratio: Tensor
-                ) -> Tensor:
-        growth = self.safety * torch.where(finite, ratio, 1.0).clamp_min(1e-30) ** -self.alpha
+        formula); in the autograd graph through the ratio unless clipped. A non-finite
+        ratio shrinks by ``dfactor``."""
+        ratio = ratio.nan_to_num(math.inf, math.inf)
+        growth = ratio.clamp_min(1e-30).pow(-self.alpha).mul(self.safety)
         if self.pi_beta:
             growth = growth * prev_ratio ** self.pi_beta
-        low = torch.where(value <= 1.0, 1.0, self.dfactor)
-        return torch.where(finite, growth.clamp_min(low).clamp_max(self.ifactor), self.dfactor)
+        low = (value(ratio) > 1.0) * (self.dfactor - 1.0) + 1.0  # no shrinking if accepted
+        return growth.clamp_min(low).clamp_max(self.ifactor)
 
     def judge(self, state: AdaptiveState, t: Tensor, t_next: Tensor, y: Tensor, step: Step,
               h: Tensor, landing: Tensor, running: Tensor, reject: Tensor | None
               ) -> tuple[Tensor, AdaptiveState, Tensor]:
-        column = h.shape
         ratio, zero_scale = self.error_ratio(y, step.y, step.error, running.numel())
-        ratio = ratio.view(column)
+        ratio = ratio.view(h.shape)
         if reject is not None:
             ratio = torch.where(reject, math.inf, ratio)
-        value = ratio.detach()
-        finite = torch.isfinite(value)
-        h_new = h * self._factor(ratio, value, finite, state.prev_ratio)
+        h_new = h * self.factor(ratio, state.prev_ratio)
         if self.frozen:
             h_new = h_new.detach()
-        accept = running & (value <= 1.0)
-        size = h_new.detach().abs()
-        keep = accept & landing & (state.h.detach().abs() > size)
-        state = AdaptiveState(_choose(keep, state.h, h_new),
-                              _choose(accept, value.clamp_min(1e-4), state.prev_ratio),
-                              state.smallest)
+        accept = running & (value(ratio) <= 1.0)
+        size = value(h_new).abs()
+        keep = accept & landing & (value(state.h).abs() > size)
+        prev_ratio = state.prev_ratio
+        if self.pi_beta:
+            prev_ratio = torch.where(accept, value(ratio).clamp_min(1e-4), prev_ratio)
         # a rejected group whose next step is below the resolution of t: underflow, or (its
         # error not finite) a non-finite state; Status.NON_FINITE = Status.UNDERFLOW + 1
         stuck = running & ~accept & (size < state.smallest)
-        status = stuck * (int(Status.UNDERFLOW) + ~finite)
+        status = stuck * (int(Status.UNDERFLOW) + ~torch.isfinite(ratio))
         if zero_scale is not None:
-            status = torch.where(zero_scale.view(column) & running, int(Status.ZERO_SCALE), status)
-        return accept, state, status
+            status = torch.where(zero_scale.view(h.shape) & running, int(Status.ZERO_SCALE),
+                                 status)
+        return accept, AdaptiveState(torch.where(keep, state.h, h_new), prev_ratio,
+                                     state.smallest), status
 
 
 @dataclass(frozen=True)
@@ -237,30 +227,25 @@ class ConstantSteps:
              ) -> tuple[GridState, None, int]:
         return GridState(t0, torch.zeros_like(t0.detach())), None, 0
 
-    def steps_between(self, a: Tensor, b: Tensor) -> Tensor:
-        """The grid's number of steps from ``a`` to ``b`` (at least 1)."""
-        return torch.clamp_min(torch.ceil((b - a).detach().abs() / self.step_size - 1e-9), 1.0)
-
     def propose(self, state: GridState, t: Tensor, y: Tensor, target: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
-        landing = state.taken >= self.steps_between(state.origin, target) - 1
-        signed = torch.sign((target - state.origin).detach()) * self.step_size
-        t_next = torch.where(landing, target, state.origin + (state.taken + 1) * signed)
+        span, taken = value(target - state.origin), state.taken + 1
+        # the grid's last step before the stop (at least one step, up to a rounding slack)
+        landing = taken * self.step_size >= span.abs().sub_(1e-9 * self.step_size)
+        t_next = torch.where(landing, target, state.origin + taken * self.step_size * span.sign())
         return t_next - t, t_next, landing
 
     def judge(self, state: GridState, t: Tensor, t_next: Tensor, y: Tensor, step: Step,
               h: Tensor, landing: Tensor, running: Tensor, reject: Tensor | None
               ) -> tuple[Tensor, GridState, Tensor]:
-        groups = running.numel()
-        finite = torch.isfinite(step.y).reshape(groups, -1).all(1).view(running.shape)
+        finite = torch.isfinite(step.y).reshape(running.numel(), -1).all(1).view(running.shape)
         if reject is not None:
             finite = finite & ~reject
         accept = running & finite
         lands = accept & landing
-        state = GridState(_choose(lands, t_next, state.origin),
+        state = GridState(torch.where(lands, t_next, state.origin),
                           torch.where(lands, 0.0, state.taken + accept))
-        status = torch.where(running & ~finite, int(Status.NON_FINITE), int(Status.RUNNING))
-        return accept, state, status
+        return accept, state, (running & ~finite) * int(Status.NON_FINITE)
 
     def fixed_steps(self, t0: float, t1: float) -> int:
         """The steps of a grid from ``t0`` to ``t1`` (for the ``max_steps`` check)."""

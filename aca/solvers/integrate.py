@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from aca.solvers.control import Controller, Status
-from aca.solvers.step import Func, Step, interpolate, rk_step
+from aca.solvers.step import Func, Step, interpolate, rk_step, value
 from aca.solvers.tableau import ButcherTableau
 
 #: ``(output indices, groups, values)``: outputs written by one attempt
@@ -77,6 +77,7 @@ class Checkpoints:
 
     def start(self, t: Tensor, y: Tensor, groups: int) -> None:
         self.rows = torch.arange(groups, device=t.device)
+        self.numbers = torch.zeros(groups, dtype=torch.long, device=t.device)
         self._pieces: list[tuple[str, Tensor, Tensor, Tensor]] = []
         if groups == 1:
             self._taken: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -87,24 +88,25 @@ class Checkpoints:
         self.starts = torch.zeros(17, groups, dtype=torch.long, device=t.device)
         self.states = y.reshape(groups, -1).new_zeros((3, groups, y.numel() // groups))
 
-    def add(self, attempt: int, accept: Tensor, numbers: Tensor, t: Tensor, h: Tensor,
-            y: Tensor, start: Tensor) -> None:
-        """Record the steps accepted at this attempt: group ``b``'s is its ``numbers[b]``-th;
-        ``start``: the output time its interval counts from."""
+    def add(self, attempt: int, accept: Tensor, t: Tensor, h: Tensor, y: Tensor,
+            start: Tensor) -> None:
+        """Record the steps accepted at this attempt (``accept``, ``(S,)``); ``start``: the
+        output time each one's interval counts from."""
         if len(self.rows) == 1:
             number = len(self._taken)
-            self._taken.append((t.detach(), h.detach(), start))
+            self._taken.append((value(t), value(h), start))
             if number % self.stride == 0:
-                self._kept[number] = y.detach()
+                self._kept[number] = value(y)
             if self.max_states is not None and len(self._kept) > self.max_states:
                 self.stride *= 2
                 self._kept = {i: s for i, s in self._kept.items() if i % self.stride == 0}
             return
         self.times = _grow(self.times, attempt + 1)
         self.steps, self.starts = _grow(self.steps, attempt + 1), _grow(self.starts, attempt + 1)
+        numbers = self.numbers
         index = torch.where(accept, numbers, len(self.times) - 1)
-        self.times[index, self.rows] = t.detach().reshape(-1)
-        self.steps[index, self.rows] = h.detach().reshape(-1)
+        self.times[index, self.rows] = value(t).reshape(-1)
+        self.steps[index, self.rows] = value(h).reshape(-1)
         self.starts[index, self.rows] = start
         if self.max_states is not None and attempt // self.stride + 1 > self.max_states:
             self.stride *= 2
@@ -112,16 +114,19 @@ class Checkpoints:
         self.states = _grow(self.states, attempt // self.stride + 1, self.max_states)
         stored = accept & (numbers % self.stride == 0)
         index = torch.where(stored, numbers // self.stride, len(self.states) - 1)
-        self.states[index, self.rows] = y.detach().reshape(len(self.rows), -1)
+        self.states[index, self.rows] = value(y).reshape(len(self.rows), -1)
+        self.numbers = numbers + accept
 
     def note(self, evaluations: int, first_stage_given: bool) -> None:
         if self.annotate is not None:
             self.notes.append(self.annotate(evaluations, first_stage_given))
 
-    def piece(self, kind: str, ks: Tensor, rows: Tensor, numbers: Tensor) -> None:
+    def piece(self, kind: str, ks: Tensor, rows: Tensor) -> None:
         """Outputs ``ks`` of groups ``rows`` interpolated (``"inside"``) in, or landed on
-        (``"lands"``) at the end of, those groups' steps ``numbers[rows]``."""
-        self._pieces.append((kind, ks, rows, numbers[rows]))
+        (``"lands"``) at the end of, the steps those groups take now."""
+        numbers = (torch.full_like(rows, len(self._taken)) if len(self.rows) == 1
+                   else self.numbers[rows])
+        self._pieces.append((kind, ks, rows, numbers))
 
     def finish(self, counts: Tensor, y: Tensor) -> None:
         """After the solve: ``counts`` accepted steps per group, ``y`` the final states.
@@ -223,6 +228,8 @@ def integrate(
     forward = torch.sign(t_end - t).detach().view(groups, 1)
     state, k1, nfe = controller.init(func, t, y0, t_end)
     y, status = y0, torch.zeros(groups, dtype=torch.long, device=y0.device)
+    running = torch.ones(column, dtype=torch.bool, device=y0.device)
+    # each group's accepted steps, attempts and evaluations
     per_group = torch.zeros(3, groups, dtype=torch.long, device=y0.device)
     per_group[2] = nfe
     pieces: list[Piece] = []
@@ -232,7 +239,6 @@ def integrate(
         checkpoints.fsal = tableau.fsal and (controller.adaptive or between is not None)
     last = None
     for attempt in range(max_steps):
-        running = (status == Status.RUNNING).view(column)
         h, t_next, landing = controller.propose(state, t, y, target)
         step = rk_step(func, t, y, h, tableau, k1=k1, with_error=controller.adaptive,
                        dense=between is not None)
@@ -254,37 +260,35 @@ def integrate(
         if between is not None:
             holds = (flat.view(-1, 1) & (forward * (between - t.detach().view(-1, 1)) > 0)
                      & (forward * (between - t_next.detach().view(-1, 1)) <= 0))
-        per_group_flags = torch.stack([flat, (status != 0) | final, lands,
-                                       failed.view(groups) != 0])
-        flags = [per_group_flags.all(1), per_group_flags.any(1)]
-        flags += [holds.any().view(1)] if holds is not None else []
-        all_accepted, finished, _, _, any_accepted, _, any_landed, any_failed, *held = \
-            torch.cat(flags).tolist()
-        held = bool(held) and held[0]
+        flags = torch.stack([flat, lands, failed.view(groups) != 0, final | (status != 0),
+                             *([holds.any(1)] if holds is not None else [])])
+        values = (flags.view(-1).tolist() * 2 if groups == 1  # every group's, then any group's
+                  else torch.cat([flags.all(1), flags.any(1)]).tolist())
+        (all_accepted, _, _, finished, *_), (any_accepted, any_landed, any_failed, _, *held) = \
+            values[:len(flags)], values[len(flags):]
         if any_failed:
             status = torch.where(running.view(groups), failed.view(groups), status)
             break
-        numbers = per_group[0]
-        if held:
+        if held and held[0]:
             rows, ks = holds.nonzero().unbind(1)
             theta = (between[rows, ks] - t.reshape(-1)[rows]) / h.reshape(-1)[rows]
             pieces.append((ks + 1, rows, interpolate(y, h, step.stages, tableau, rows, theta)))
             if checkpoints is not None:
-                checkpoints.piece("inside", ks + 1, rows, numbers)
+                checkpoints.piece("inside", ks + 1, rows)
         if any_landed:
             rows = lands.nonzero().squeeze(1)
             landed = stops[stop[rows]]
             pieces.append((landed, rows, step.y.reshape(groups, -1)[rows]))
             if checkpoints is not None:
-                checkpoints.piece("lands", landed, rows, numbers)
+                checkpoints.piece("lands", landed, rows)
         if checkpoints is not None and any_accepted:
-            checkpoints.add(attempt, flat, numbers, t, h, y, stops[stop - 1])
+            checkpoints.add(attempt, flat, t, h, y, stops[stop - 1])
             checkpoints.note(step.nfe, k1 is not None)
         if on_attempt is not None:
             on_attempt(t, y, h, step, accept)
-        per_group[0] += flat
-        per_group[1] += running.view(groups) & ~flat
-        per_group[2] += running.view(groups) * step.nfe
+        per_group[0].add_(flat)
+        per_group[1].add_(running.view(groups))
+        per_group[2].add_(running.view(groups), alpha=step.nfe)
         last = (t, h, y, step)
         if all_accepted:
             y, t, k1 = step.y, t_next, step.k_last
@@ -295,17 +299,20 @@ def integrate(
         if any_landed:
             stop = stop + lands
             status = torch.where(final, int(Status.DONE), status)
+            running = (status == Status.RUNNING).view(column)
             if not interpolate_outputs:
                 target = times.gather(1, stops[stop.clamp_max(len(stops) - 1)].view(-1, 1)
                                       ).view(column)
         if event is not None and any_accepted:
             crossed = flat & (event(t, y).reshape(groups) <= 0) & (status == Status.RUNNING)
             status = torch.where(crossed, int(Status.EVENT), status)
+            running = (status == Status.RUNNING).view(column)
             finished = finished or bool((status != Status.RUNNING).all())
         if finished:
             break
     else:
         status = torch.where(status == Status.RUNNING, int(Status.MAX_STEPS), status)
+    per_group[1] -= per_group[0]  # attempts not accepted: rejected
     if checkpoints is not None:
         checkpoints.finish(per_group[0], y)
     return Solution(_assemble(y0, n_times, groups, pieces), status, t, Counts(nfe, per_group),
@@ -319,7 +326,7 @@ def _judge(controller: Controller, state: object, t: Tensor, t_next: Tensor, y: 
     step below the resolution of t) has underflowed."""
     accept, state, failed = controller.judge(state, t, t_next, y, step, h, landing, running,
                                              reject)
-    return accept, state, torch.where(running & (h == 0), int(Status.UNDERFLOW), failed)
+    return accept, state, failed.masked_fill(running & (h == 0), int(Status.UNDERFLOW))
 
 
 def _assemble(y0: Tensor, n_times: int, groups: int, pieces: list[Piece]) -> Tensor:

@@ -44,10 +44,15 @@ def combine(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
     return acc
 
 
+def value(x: Tensor) -> Tensor:
+    """``x`` out of the autograd graph (``x`` itself when it is not in one: no copy)."""
+    return x.detach() if x.requires_grad else x
+
+
 def end_from_inside(t: Tensor, t_next: Tensor, dtype: torch.dtype) -> Tensor:
     """``t_next`` in ``dtype`` moved one ulp towards ``t`` (its derivative ``t_next``'s):
     where stages at a step's end are evaluated."""
-    end = torch.nextafter(t_next.detach().to(dtype), t.detach().to(dtype))
+    end = torch.nextafter(value(t_next).to(dtype), value(t).to(dtype))
     return end if not t_next.requires_grad else end + (t_next - t_next.detach()).to(dtype)
 
 
@@ -65,7 +70,7 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     (the error estimate uses it) or ``dense`` (the continuous extension does)."""
     t_y, h_y = t.to(y.dtype), h.to(y.dtype)  # stage times in the state's dtype, as func
     # gets them; stages at the step's end see it from inside (torchdiffeq's convention)
-    end = end_from_inside(t, t + h, y.dtype) if 1.0 in tableau.c[1:] else None
+    end = end_from_inside(t_y, t + h, y.dtype) if 1.0 in tableau.c[1:] else None
     nfe = 0
     if k1 is None:
         k1 = func(t if k1_time is None else k1_time, y)
