@@ -10,9 +10,12 @@ bounded by ``options={"max_checkpoints": K}``). Signatures, defaults (``rtol=1e-
 atol=1e-9, method="dopri5"``), tuple states, ``options``, ``adjoint_*`` arguments,
 terminal events and func's step callbacks follow torchdiffeq 0.2. Where aca is
 stricter it says so with an ``ODEError``: an unknown method or option is refused
-(torchdiffeq warns and goes on); implicit, Adams and scipy methods are not
-available; a func using tensors that require grad outside ``adjoint_params`` (or
-func's parameters) is refused instead of giving them no gradient.
+(torchdiffeq warns and goes on); implicit and Adams methods are not available;
+``method="scipy_solver"`` (scipy's ``solve_ivp``, ``options={"solver": "LSODA"}``)
+gives gradients through ``odeint_adjoint`` only (its reverse solve scipy's too; ``odeint``
+refuses inputs that require grad instead of returning none); a func using tensors
+that require grad outside ``adjoint_params`` (or func's parameters) is refused instead
+of giving them no gradient.
 
 Methods: torchdiffeq's ``rk4`` is Kutta's 3/8 rule (aca's ``rk4_38``); its
 ``adaptive_heun`` and ``fehlberg2`` reuse their last stage, evaluated at the embedded
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 
 from aca.errors import (
     InvalidOptionError,
+    ODEError,
     StepSizeRequiredError,
     UnknownSolverError,
     UnseenTensorError,
@@ -40,6 +44,7 @@ from aca.gradients import ACA, Adjoint, GradientMethod, Naive, Problem
 from aca.odeint import _output_times, solve_problem, time_dtype
 from aca.options import SolveOptions
 from aca.solvers import SOLVERS, Status, rk_step, rms_norm
+from aca.solvers.scipy_loop import SCIPY_METHODS, scipy_loop
 from aca.solvers.wrappers import Callbacks, StepBounds, StepTo
 
 __all__ = ["odeint", "odeint_aca", "odeint_adjoint", "odeint_event", "METHODS"]
@@ -50,7 +55,9 @@ METHODS: dict[str, str] = {
     "adaptive_heun": "heun_euler", "fehlberg2": "fehlberg2", "bosh3": "bosh3",
     "dopri5": "dopri5", "tsit5": "tsit5", "dopri8": "dopri8",
 }
-_NOT_EXPLICIT_RK = ("explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
+#: scipy's solve_ivp in place of aca's loop (the tableau of ``METHODS`` is then unused)
+SCIPY = "scipy_solver"
+_NOT_EXPLICIT_RK = ("explicit_adams", "implicit_adams", "fixed_adams")
 _FIXED = ("step_size", "grid_constructor", "interp", "perturb", "norm", "max_num_steps")
 _ADAPTIVE = ("first_step", "min_step", "max_step", "step_t", "jump_t", "norm", "max_num_steps",
              "safety", "ifactor", "dfactor")
@@ -93,11 +100,15 @@ class _Tuple:
 
 def _method(method: str | None, what: str = "method") -> str:
     method = "dopri5" if method is None else method
-    if method not in METHODS:
+    if method not in METHODS and method != SCIPY:
         why = " (aca solves with explicit Runge-Kutta methods only)" * (method in _NOT_EXPLICIT_RK)
         raise UnknownSolverError(f"{what} {method!r} is not supported by aca.torchdiffeq{why}; "
-                                 f"choose one of: {', '.join(METHODS)}")
+                                 f"choose one of: {', '.join(METHODS)}, {SCIPY}")
     return method
+
+
+def _adaptive(method: str) -> bool:
+    return method == SCIPY or SOLVERS[METHODS[method]].adaptive
 
 
 def _number(name: str, value: object, allow_inf: bool = False) -> float:
@@ -114,7 +125,8 @@ def _number(name: str, value: object, allow_inf: bool = False) -> float:
 
 def _options(method: str, options: dict | None, extra: tuple[str, ...], what: str) -> dict:
     options = dict(options or {})
-    valid = (_ADAPTIVE if SOLVERS[METHODS[method]].adaptive else _FIXED) + extra
+    valid = (("solver", "min_step", "max_step") if method == SCIPY else
+             _ADAPTIVE if _adaptive(method) else _FIXED) + extra
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise InvalidOptionError(f"unknown {what} {unknown} for method {method!r}; valid: "
@@ -128,6 +140,9 @@ def _options(method: str, options: dict | None, extra: tuple[str, ...], what: st
             raise StepSizeRequiredError(f"{what}['step_size'] must be positive, got 0")
         if options.get("grid_constructor") is not None:
             raise InvalidOptionError("step_size and grid_constructor are mutually exclusive")
+    if options.get("solver", "LSODA") not in SCIPY_METHODS:
+        raise InvalidOptionError(f"{what}['solver'] must be one of scipy's solve_ivp methods "
+                                 f"{', '.join(SCIPY_METHODS)}, got {options['solver']!r}")
     if options.get("interp", "linear") not in ("linear", "cubic"):
         raise InvalidOptionError(f"{what}['interp'] must be 'linear' or 'cubic', got "
                                  f"{options['interp']!r}")
@@ -146,7 +161,7 @@ def _options(method: str, options: dict | None, extra: tuple[str, ...], what: st
 def _wrapped(method: str, options: dict, callbacks: dict[str, Callable],
              view: Callable) -> Callable:
     """torchdiffeq's options and func's callbacks as wrappers of aca's controller."""
-    fixed = not SOLVERS[METHODS[method]].adaptive
+    fixed = not _adaptive(method)
     if fixed and set(callbacks) - {"callback_step"}:
         warnings.warn(f"fixed-grid solvers call only callback_step; func's "
                       f"{sorted(set(callbacks) - {'callback_step'})} will not be called",
@@ -191,7 +206,7 @@ class _Call:
         _output_times(t)  # 1-D, finite, strictly monotone: a clear error otherwise
         self.func, self.t, self.gradient, self.params = func, t, gradient, params
         self.rtol, self.atol = _number("rtol", rtol), _number("atol", atol)
-        self.fixed = not SOLVERS[METHODS[self.method]].adaptive
+        self.fixed = not _adaptive(self.method)
         norm = self.options.get("norm")
         self.norm = self.state.norm if norm is None else (
             lambda y: torch.as_tensor(norm(self.state.unflat(y))))
@@ -204,7 +219,7 @@ class _Call:
         values = _output_times(times)
         step = max(abs(b - a) for a, b in zip(values, values[1:])) if self.fixed else None
         options = SolveOptions(
-            solver=METHODS[self.method], gradient=self.gradient.name, rtol=self.rtol,
+            solver=METHODS.get(self.method, "dopri5"), gradient=self.gradient.name, rtol=self.rtol,
             atol=self.atol, step_size=self.options.get("step_size", step) if self.fixed else None,
             interpolate=not self.fixed, max_steps=self.options.get("max_num_steps", 2**31 - 1),
             **{k: self.options[k] for k in ("safety", "ifactor", "dfactor") if k in self.options})
@@ -213,7 +228,9 @@ class _Call:
             func=rhs, options=options, method=self.gradient, t=times, extra_params=self.params,
             times=torch.tensor([values], dtype=time_dtype(self.y0), device=self.y0.device),
             module=self.func if isinstance(self.func, nn.Module) else None,
-            norm=lambda x, groups: self.norm(x).reshape(1),
+            norm=lambda x, groups: self.norm(x).reshape(1), loop=scipy_loop(
+                self.options.get("solver", "LSODA"), self.options.get("min_step", 0.0),
+                self.options.get("max_step", math.inf)) if self.method == SCIPY else None,
             wrap=lambda c: self.wrap(c if first is None else _first(c, first)))
 
     def solve(self, times: Tensor, y0: Tensor, breaks: list[tuple[float, bool]] = (),
@@ -435,6 +452,11 @@ def odeint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor, *, rtol: 
     ``(event_t, solution)`` with ``event_fn``; back-propagates through the solver."""
     call = _Call(func, y0, t, rtol, atol, method, options, Naive(frozen_steps=True),
                  _params(func, None, "params"))
+    if call.method == SCIPY and torch.is_grad_enabled() and (
+            call.y0.requires_grad or call.t.requires_grad or call.params):
+        raise ODEError("odeint does not differentiate through scipy_solver (torchdiffeq "
+                       "returns no gradient): use odeint_adjoint, or solve under "
+                       "torch.no_grad() or with inputs that do not require grad")
     return _odeint(call, event_fn)
 
 
@@ -443,6 +465,9 @@ def odeint_aca(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor, *, rt
                event_fn: Callable | None = None, params: Iterable[Tensor] | None = None):
     """``odeint`` with the adaptive checkpoint adjoint (``options={"max_checkpoints": K}``
     bounds its memory); gradients reach func's parameters (an ``nn.Module``) or ``params``."""
+    if method == SCIPY:
+        raise InvalidOptionError("odeint_aca checkpoints the solver's steps, which scipy_solver "
+                                 "does not show: choose one of aca's methods, or odeint_adjoint")
     budget = (options or {}).get("max_checkpoints")
     call = _Call(func, y0, t, rtol, atol, method, options, ACA(budget),
                  _params(func, params, "params"), extra=("max_checkpoints",))
@@ -467,6 +492,9 @@ def odeint_adjoint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor, *
             "pass them as adjoint_params=(...) (adjoint_params=() if there are none)")
     method = _method(method)
     adjoint_method = _method(adjoint_method or method, "adjoint_method")
+    if (method == SCIPY) != (adjoint_method == SCIPY):
+        raise InvalidOptionError(f"method {method!r} with adjoint_method {adjoint_method!r}: "
+                                 f"with {SCIPY} both solves are scipy's; pass it for both")
     if adjoint_method != method and options is not None and adjoint_options is None:
         raise InvalidOptionError("adjoint_method differs from method and options are given: "
                                  "pass adjoint_options too (they cannot be inferred)")
@@ -482,11 +510,11 @@ def odeint_adjoint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor, *
     reverse = _options(adjoint_method, adjoint_options, (), "adjoint_options")
     params = _params(func, adjoint_params, "adjoint_params")
     call = _Call(func, y0, t, rtol, atol, method, options, Naive(), params)
-    fixed = not SOLVERS[METHODS[adjoint_method]].adaptive
+    fixed = not _adaptive(adjoint_method)
     call.gradient = Adjoint(
         rtol=call.rtol if adjoint_rtol is None else _number("adjoint_rtol", adjoint_rtol),
         atol=call.atol if adjoint_atol is None else _number("adjoint_atol", adjoint_atol),
-        solver=METHODS[adjoint_method], seminorm=reverse.get("norm") == "seminorm",
+        solver=METHODS.get(adjoint_method, "dopri5"), seminorm=reverse.get("norm") == "seminorm",
         step_size=reverse.get("step_size", None if call.fixed else math.inf) if fixed else None,
         norm=_adjoint_norm(call, reverse.get("norm")),
         wrap=_wrapped(adjoint_method, reverse, _callbacks(func, "_adjoint"),

@@ -79,7 +79,7 @@ def test_fehlberg2_error_estimate_is_second_order_local_error():
     assert abs(math.log2(estimate(0.05) / estimate(0.025)) - 2) < 0.3
 
 
-@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams", "scipy_solver"])
+@pytest.mark.parametrize("method", ["explicit_adams", "implicit_adams"])
 def test_unsupported_methods_name_the_supported_ones(method):
     with pytest.raises(aca.UnknownSolverError, match="explicit Runge-Kutta.*dopri5"):
         tdq.odeint(lambda t, y: -y, torch.ones(2), torch.tensor([0.0, 1.0]), method=method)
@@ -607,3 +607,50 @@ def test_step_t_at_a_jump_of_f_gives_the_exact_time_gradient():
     exact = math.exp(-1.4) + math.exp(-2.0)  # y(0.8) + y(1.0): d/dt0 at rate 1 before 0.5
     assert abs(results[0][0].item() - exact) < 1e-5  # measured 3.9e-6 (torchdiffeq the same)
     _close([results[0]], [results[1]], 1e-6)
+
+
+# --------------------------------------------------------------------------- scipy_solver
+
+
+@pytest.mark.parametrize("solver", ["LSODA", "RK45"])
+def test_scipy_solver_adjoint_equals_torchdiffeq_s(solver):
+    """torchdiffeq's scipy_solver: scipy's solve_ivp forward and (odeint_adjoint) for the
+    reverse solve; outputs and gradients as torchdiffeq's, and near the exact solve's."""
+    t = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64, requires_grad=True)
+    results = []
+    for library in (tdq, torchdiffeq):
+        func, y0 = Net(), _y0()
+        ys = library.odeint_adjoint(func, y0, t, rtol=1e-10, atol=1e-10, method="scipy_solver",
+                                    options={"solver": solver})
+        loss = (ys[1:] ** 2).sum()
+        results.append([ys.detach(), *_grads(loss, [y0, t, *func.parameters()])])
+    for ours, theirs in zip(*results):
+        assert torch.allclose(ours, theirs, rtol=1e-6, atol=1e-8)
+    func, y0 = Net(), _y0()
+    exact = tdq.odeint(func, y0, t, rtol=1e-12, atol=1e-12, method="dopri8")
+    loss = (exact[1:] ** 2).sum()
+    for ours, want in zip(results[0][1:], _grads(loss, [y0, t, *func.parameters()])):
+        assert torch.allclose(ours, want, rtol=1e-6, atol=1e-8)
+
+
+def test_scipy_solver_forward_only_and_its_refusals():
+    """odeint through scipy gives no gradient (torchdiffeq's silently none): refused while
+    an input requires grad, the same values under no_grad; odeint_aca cannot see scipy's
+    steps; mixing scipy with one of aca's methods for the reverse solve is refused."""
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        ours = tdq.odeint(Net(), _y0(), t, method="scipy_solver")
+        theirs = torchdiffeq.odeint(Net(), _y0(), t, method="scipy_solver")
+    # the same scipy solve (LSODA's first step differs in the 9th digit: torchdiffeq's
+    # tolerances reach scipy rounded otherwise), so equal within its tolerances
+    assert torch.allclose(ours, theirs, rtol=1e-7, atol=1e-9)
+    with pytest.raises(aca.ODEError, match="odeint_adjoint"):
+        tdq.odeint(Net(), _y0(), t, method="scipy_solver")
+    with pytest.raises(aca.InvalidOptionError, match="odeint_aca checkpoints"):
+        tdq.odeint_aca(Net(), _y0(), t, method="scipy_solver")
+    with pytest.raises(aca.InvalidOptionError, match="both"):
+        tdq.odeint_adjoint(Net(), _y0(), t, method="scipy_solver", adjoint_method="dopri5")
+    with pytest.raises(aca.InvalidOptionError, match="LSODA"):
+        tdq.odeint_adjoint(Net(), _y0(), t, method="scipy_solver", options={"solver": "lsoda"})
+    with pytest.raises(aca.InvalidOptionError, match="step_t.*valid: solver, min_step, max_step"):
+        tdq.odeint_adjoint(Net(), _y0(), t, method="scipy_solver", options={"step_t": [0.2]})

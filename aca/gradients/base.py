@@ -76,6 +76,9 @@ class Problem:
     #: times, callbacks: ``aca.solvers.wrappers``)
     norm: Norm = rms_norm
     wrap: Callable[[Controller], Controller] | None = None
+    #: what steps instead of ``aca.solvers.integrate`` (same signature): scipy's
+    #: ``solve_ivp`` for aca.torchdiffeq's ``scipy_solver``
+    loop: Callable[..., Solution] | None = None
 
     def __post_init__(self) -> None:
         self.tableau: ButcherTableau = SOLVERS[self.options.solver]
@@ -157,7 +160,7 @@ class Problem:
         times = self.time_args() if times is None else times
         controller = controller or self.controller()
         self.check_grid(times, controller)
-        solution = integrate(
+        solution = (self.loop or integrate)(
             func or self.rhs, y0, times, tableau or self.tableau, controller,
             self.options.max_steps, checkpoints=checkpoints, on_attempt=on_attempt, event=event,
             interpolate_outputs=self.options.interpolate if interpolate is None else interpolate)
