@@ -38,7 +38,7 @@ from aca.gradients.base import (
     preserved_buffers,
 )
 from aca.gradients.replay import RandomStates, pack, unpack
-from aca.gradients.watch import Watched, refuse_unseen, unreplayable_random
+from aca.gradients.watch import Watched, concurrent_random, refuse_unseen, unreplayable_random
 from aca.solvers import Checkpoints, interpolate, rk_step
 from aca.solvers.integrate import column_shape
 from aca.solvers.step import end_from_inside
@@ -109,7 +109,7 @@ class _Steps:
             if tau is not None:  # its derivative is t's
                 k1_time = k1_time + (t - t.detach())
         if self.replayed is not None:
-            first, rest = self.rows[j]
+            first, rest, digests = self.rows[j]
             RandomStates.set(unpack(self.random, self.replayed, first))
             k1 = problem.rhs(t if k1_time is None else k1_time, y)
             self.nfe += 1
@@ -119,6 +119,10 @@ class _Steps:
         step = rk_step(problem.rhs, t, y, h, problem.tableau, k1=k1, dense=inside is not None,
                        k1_time=k1_time)
         self.nfe += step.nfe
+        if self.replayed is not None:  # the evaluations since the last state set: as forward's
+            replayed = step.nfe + (rest < 0)
+            if self.replayed.digest() != digests[replayed]:
+                raise concurrent_random()
         y_next = step.y if self.all_active else torch.where(active, step.y, y)
         outputs: Outputs = []
         if inside is not None:

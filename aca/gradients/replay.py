@@ -34,6 +34,11 @@ class RandomStates:
     def get(self) -> RandomSnapshot:
         return {g: g.get_state() for g in self.generators}
 
+    def digest(self, snapshot: RandomSnapshot | None = None) -> int:
+        """A hash of the generators' states (by default: now), to compare cheaply."""
+        snapshot = self.get() if snapshot is None else snapshot
+        return hash(b"".join(snapshot[g].numpy().tobytes() for g in self.generators))
+
     @staticmethod
     def set(states: RandomSnapshot) -> None:
         for generator, state in states.items():
@@ -64,7 +69,8 @@ class RandomLog:
     """The state of the replayed generators before each evaluation of the forward
     solve; on every accepted step, ``take`` keeps what its rebuild needs: the
     state before its first stage, and before its other stages when the first came
-    from elsewhere (the previous step's last stage, FSAL)."""
+    from elsewhere (the previous step's last stage, FSAL), and the digests of the
+    states before each of its evaluations and after the last (``Replay.check``)."""
 
     def __init__(self, states: RandomStates, first: RandomSnapshot) -> None:
         self.states = states
@@ -74,28 +80,31 @@ class RandomLog:
     def record(self) -> None:
         self.log.append(self.states.get())
 
-    def take(self, evaluations: int, first_stage_given: bool) -> tuple[RandomSnapshot,
-                                                                      RandomSnapshot | None]:
+    def take(self, evaluations: int, first_stage_given: bool
+             ) -> tuple[RandomSnapshot, RandomSnapshot | None, list[int]]:
         attempt = self.log[-evaluations]
-        kept = (self.first_stage, attempt) if first_stage_given else (attempt, None)
+        digests = [self.states.digest(s) for s in self.log[-evaluations:]]
+        digests.append(self.states.digest())
+        kept = ((self.first_stage, attempt, digests) if first_stage_given
+                else (attempt, None, digests))
         self.first_stage = self.log[-1]  # an FSAL method's next k1 is this attempt's last stage
         self.log.clear()
         return kept
 
 
-def pack(notes: list[tuple[RandomSnapshot, RandomSnapshot | None]],
-         states: RandomStates) -> tuple[list[Tensor], list[tuple[int, int]]]:
+def pack(notes: list[tuple[RandomSnapshot, RandomSnapshot | None, list[int]]],
+         states: RandomStates) -> tuple[list[Tensor], list[tuple[int, int, list[int]]]]:
     """The snapshots kept per accepted step, as one stacked tensor per generator (so
     that ``save_for_backward`` holds and frees them) and, per step, the rows of its
-    first-stage and other-stages snapshots (-1: none)."""
+    first-stage and other-stages snapshots (-1: none) and its digests."""
     snapshots: list[RandomSnapshot] = []
     rows = []
-    for first, rest in notes:
+    for first, rest, digests in notes:
         snapshots.append(first)
         if rest is not None:
             snapshots.append(rest)
         rows.append((len(snapshots) - (2 if rest is not None else 1),
-                     len(snapshots) - 1 if rest is not None else -1))
+                     len(snapshots) - 1 if rest is not None else -1, digests))
     return [torch.stack([s[g] for s in snapshots]) for g in states.generators], rows
 
 

@@ -114,6 +114,15 @@ def changed_in_place() -> FuncOutputError:
         "not change under it; return a new tensor instead (y * -1, torch.neg(y))")
 
 
+def concurrent_random() -> RandomStateError:
+    return RandomStateError(
+        "func's random numbers (dropout) could not be replayed: the global generator moved "
+        "between its draws, in the forward solve or in the rebuild (another thread drawing "
+        "random numbers while aca solves or back-propagates?), so the rebuilt steps would use "
+        "other masks than the forward's; give other threads a torch.Generator of their own, "
+        "call model.eval(), or use gradient='naive'")
+
+
 def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateError:
     """func drew random numbers the gradient cannot replay: any, for the adjoint and
     per-sample ACA; for ACA, ones not drawn at its first evaluation (or drawn only in
