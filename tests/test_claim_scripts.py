@@ -40,8 +40,8 @@ def test_cost_scaling_measures_table_1_s_memory_slopes(tmp_path: Path) -> None:
     assert all(len(runs) == 2 for runs in record["fwd_bwd_s"].values())
     assert record["nfe_at_largest"]["aca"]["nfe_backward"] == 4 * 16  # rk4: 4 per step
     write_json(tmp_path / claims.SCALING_RECORD, record)
-    memory_row, time_row = claims.cost_scaling(Records(tmp_path))
-    assert memory_row[3] == claims.REPRODUCED
+    memory_row, time_row, width_row = claims.cost_scaling(Records(tmp_path))
+    assert memory_row[3] == claims.REPRODUCED and "width" in width_row[2]
     assert time_row[3] in (claims.REPRODUCED, claims.PARTLY, claims.NOT_REPRODUCED,
                            claims.INCONCLUSIVE)
 

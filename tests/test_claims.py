@@ -302,10 +302,14 @@ def test_cost_rule_needs_every_setting_and_says_partly_for_some(tmp_path: Path) 
 
 
 def scaling_record(root: Path, memory: dict[str, list[float]],
-                   times: dict[str, list[float]]) -> None:
+                   times: dict[str, list[float]],
+                   width_memory: dict[str, list[float]] | None = None) -> None:
+    width_memory = width_memory or {"adjoint": [1.0, 2.0], "aca": [2.0, 4.0],
+                                    "naive": [5.0, 15.0]}
     write(root / claims.SCALING_RECORD, {"steps": [25, 50, 100], "state_mib": 0.25,
                                          "memory": memory, "fwd_bwd_s": times,
-                                         "largest_steps": 100})
+                                         "largest_steps": 100, "widths": [16, 32],
+                                         "width_steps": 50, "width_memory": width_memory})
 
 
 def test_cost_scaling_is_judged_from_the_slopes_and_repeated_timings(tmp_path: Path) -> None:
@@ -314,18 +318,31 @@ def test_cost_scaling_is_judged_from_the_slopes_and_repeated_timings(tmp_path: P
     times = {"aca": [1.0, 1.1, 1.2], "naive": [2.0, 2.1, 2.2], "adjoint": [3.0, 3.1, 3.2]}
     scaling_record(tmp_path, memory, times)
     rows = claims.cost_scaling(Records(tmp_path))
-    assert [row[3] for row in rows] == [claims.REPRODUCED, claims.REPRODUCED]
+    assert [row[3] for row in rows] == [claims.REPRODUCED] * 3
     assert "0.25" in rows[0][2]
     memory["adjoint"] = [2.0, 8.0, 20.0]  # grows by 0.24 MiB a step: not flat
     times["naive"] = [1.1, 1.2, 1.0]  # inside the repeats' spread
     scaling_record(tmp_path, memory, times)
     rows = claims.cost_scaling(Records(tmp_path))
-    assert [row[3] for row in rows] == [claims.PARTLY, claims.PARTLY]
+    assert [row[3] for row in rows[:2]] == [claims.PARTLY, claims.PARTLY]
     memory["naive"] = [3.0, 3.1, 3.2]
     times["adjoint"] = [0.5, 0.5, 0.5]
     scaling_record(tmp_path, memory, times)
     rows = claims.cost_scaling(Records(tmp_path))
-    assert [row[3] for row in rows] == [claims.NOT_REPRODUCED, claims.NOT_REPRODUCED]
+    assert [row[3] for row in rows[:2]] == [claims.NOT_REPRODUCED, claims.NOT_REPRODUCED]
+
+
+def test_width_scaling_is_judged_from_the_width_slopes(tmp_path: Path) -> None:
+    memory = {"adjoint": [2.0, 2.0, 2.0], "aca": [3.0, 9.0, 21.0], "naive": [10, 60, 160]}
+    times = {"aca": [1.0, 1.1], "naive": [2.0, 2.1], "adjoint": [3.0, 3.1]}
+    for width_memory, verdict in (
+            ({"adjoint": [1.0, 2.0], "aca": [2.0, 4.0], "naive": [5.0, 9.0]}, claims.REPRODUCED),
+            ({"adjoint": [1.0, 2.0], "aca": [2.0, 4.0], "naive": [5.0, 8.9]}, claims.PARTLY),
+            ({"adjoint": [1.0, 3.0], "aca": [2.0, 3.9], "naive": [5.0, 15.0]},
+             claims.NOT_REPRODUCED)):
+        scaling_record(tmp_path, memory, times, width_memory)
+        row = claims.cost_scaling(Records(tmp_path))[2]
+        assert row[3] == verdict and "N_t = 50" in row[2]
 
 
 # ------------------------------------------------------------------ the central claim
@@ -356,7 +373,7 @@ def test_central_claim_compares_errors_at_equal_or_lower_cost(tmp_path: Path) ->
 
 def test_every_claim_without_records_names_its_command(tmp_path: Path) -> None:
     table = claims.claims_table(Records(tmp_path))
-    assert len(table.rows) == 16
+    assert len(table.rows) == 17  # the width-scaling line of Table 1 included
     for row in table.rows:
         assert row[3] in ("missing", claims.NOT_RUN), row
         assert "python scripts/reproduce.py run" in row[4] or "scripts/download_cifar" in row[4]

@@ -12,25 +12,46 @@ A stand-in (digits for CIFAR) is named as one in its claim, never as the paper's
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from aca.report import paper
 from aca.report.baselines import BASELINES
+from aca.report.claims_cost import (
+    MAP_RECORD,
+    SCALING_RECORD,
+    aca_wins,
+    central,
+    cost,
+    cost_adjoint,
+    cost_scaling,
+    family_verdict,
+)
 from aca.report.format import format_cell
-from aca.report.records import STALE_MARK
 from aca.report.tables import MISSING, Records, Table, spread
+from aca.report.verdicts import (
+    INCONCLUSIVE,
+    NOISE_MARGIN,
+    NOT_REPRODUCED,
+    NOT_RUN,
+    PARTLY,
+    REPRODUCED,
+    Row,
+    combine,
+    compare,
+    marked,
+    missing,
+)
 
-REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
-INCONCLUSIVE, NOT_RUN = "inconclusive", "not run here"
+__all__ = ["CLAIMS", "INCONCLUSIVE", "MAP_RECORD", "NOISE_MARGIN", "NOT_REPRODUCED", "NOT_RUN",
+           "PARTLY", "REPRODUCED", "SCALING_RECORD", "aca_wins", "claims_table", "compare",
+           "combine", "family_verdict"]
+
 # Three-body: the authors' masses are within 2.2e-5 of the truth; ours count as reproduced
 # within this margin (float32 and a different reference solver bound the agreement).
 THREE_BODY_TOLERANCE = 1e-4
 # Trained comparisons need this many seeds per method before a verdict.
 MIN_SEEDS = 3
-# A difference between two sets of runs (seeds, or repeated timings) counts only when it
-# exceeds this many times the larger of their sample standard deviations.
-NOISE_MARGIN = 1.0
 # Van der Pol: a reverse solve counts as drifting when it ends this far from x(0) = 2.
 VDP_DRIFT = 0.1
 # Toy, "lowest at every T": partly when ACA is lowest at more than this share of the T.
@@ -39,41 +60,6 @@ TOY_PARTLY_SHARE = 0.5
 TOY_STACK = {"aca": "aca (dopri5_classic)", "adjoint": "torchdiffeq odeint_adjoint",
              "naive": "torchdiffeq odeint"}
 DIGITS = "Digits stand-in (8x8, not CIFAR)"
-LABELS = {"aca": "ACA", "adjoint": "the adjoint", "naive": "naive"}
-
-Row = list[str]
-
-
-def _marked(text: str, records: Records, *made_by: Any) -> str:
-    """``text`` marked when a record it comes from is stale."""
-    return text + (f" {STALE_MARK}" if records.stale(*made_by) else "")
-
-
-def _missing(claim: str, published: str, target: str) -> Row:
-    return [claim, published, MISSING, MISSING,
-            f"no record: `python scripts/reproduce.py run {target}`"]
-
-
-def compare(ours: Sequence[float], theirs: Sequence[float], higher_is_better: bool,
-            center: Callable[[Sequence[float]], float] = statistics.fmean) -> str:
-    """REPRODUCED when ``ours`` is ahead of ``theirs`` (``center`` of each) by more than
-    NOISE_MARGIN times the larger sample standard deviation, NOT_REPRODUCED when behind by
-    more, INCONCLUSIVE inside that margin."""
-    noise = NOISE_MARGIN * max(statistics.stdev(values) if len(values) > 1 else 0.0
-                               for values in (ours, theirs))
-    lead = (center(ours) - center(theirs)) * (1 if higher_is_better else -1)
-    return REPRODUCED if lead > noise else NOT_REPRODUCED if -lead > noise else INCONCLUSIVE
-
-
-def combine(verdicts: Sequence[str]) -> str:
-    """One verdict from the verdicts of a claim's cells: all alike, that one; some
-    reproduced, partly; none reproduced and some against, not reproduced; else
-    inconclusive."""
-    if verdicts and len(set(verdicts)) == 1:
-        return verdicts[0]
-    if REPRODUCED in verdicts:
-        return PARTLY
-    return NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE
 
 
 # ------------------------------------------------------------------ toy
@@ -92,7 +78,7 @@ def _toy_row(claim: str, by_t: dict[float, dict[str, float]], records: Records,
                              for m in paper.METHODS))
     complete = {t: errors for t, errors in by_t.items() if set(paper.METHODS) <= set(errors)}
     if not complete:
-        return _missing(claim, published, "toy")
+        return missing(claim, published, "toy")
     times = sorted(complete)
     not_lowest = [t for t in times if complete[t]["aca"]
                   >= min(complete[t][m] for m in ("adjoint", "naive"))]
@@ -107,7 +93,7 @@ def _toy_row(claim: str, by_t: dict[float, dict[str, float]], records: Records,
     why = {REPRODUCED: "ACA's error is the lowest at every T",
            PARTLY: "ACA's error is the lowest at most T but not at every T",
            NOT_REPRODUCED: "ACA's error is the lowest at no more than half of the T"}[verdict]
-    return [claim, published, _marked(ours, records, made_by), verdict, why]
+    return [claim, published, marked(ours, records, made_by), verdict, why]
 
 
 def toy_paper_stack(records: Records) -> Row:
@@ -153,7 +139,7 @@ def vdp(records: Records) -> Row:
     data = records.json("vdp/vdp_reconstruction.json", "vdp")
     starts = (data or {}).get("reverse_starts")
     if not starts:
-        return _missing(claim, published, "vdp")
+        return missing(claim, published, "vdp")
     ends = {(row["rtol"], row["atol"]): row["x_rev0"] for row in starts}
     shown = [(rtol, atol) for rtol, atol in ((1e-3, 1e-6), (1e-3, 1e-3)) if (rtol, atol) in ends]
     ours = "; ".join(f"x_rev(0) {format_cell(ends[key])} at rtol {key[0]:g}, atol {key[1]:g}"
@@ -162,7 +148,7 @@ def vdp(records: Records) -> Row:
     verdict = REPRODUCED if drifts and all(drifts) else PARTLY if any(drifts) else NOT_REPRODUCED
     why = ("the drift appears at the paper's loose tolerances; its size depends on μ and the "
            "tolerance, which the paper does not state (its forward curve fits no μ from (2, 0))")
-    return [claim, published, _marked(ours, records, data), verdict, why]
+    return [claim, published, marked(ours, records, data), verdict, why]
 
 
 def three_body(records: Records) -> Row:
@@ -171,7 +157,7 @@ def three_body(records: Records) -> Row:
     found = {method: records.json(f"three_body/paper/runs/physics_{method}.json",
                                   "three_body --scale paper") for method in paper.METHODS}
     if found["aca"] is None or "best_mass_error" not in found["aca"]:
-        return _missing(claim, published, "three_body --scale paper")
+        return missing(claim, published, "three_body --scale paper")
     errors = {method: record["best_mass_error"] for method, record in found.items()
               if record is not None and "best_mass_error" in record}
     best = found["aca"]
@@ -186,7 +172,7 @@ def three_body(records: Records) -> Row:
            + (f"; {' and '.join(others)} get as close in the same setting, so the masses do "
               "not separate the gradient methods" if others else
               "; adjoint and naive do not get as close"))
-    return [claim, published, _marked(ours, records, *found.values()), verdict, why]
+    return [claim, published, marked(ours, records, *found.values()), verdict, why]
 
 
 # ------------------------------------------------------------------ Hopper
@@ -208,7 +194,7 @@ def hopper(records: Records) -> Row:
     published = "ordering only (no values)"
     rows = records.csv("mujoco/table.csv", "mujoco")
     if not rows or "seed" not in rows[0]:
-        return _missing(claim, published, "mujoco")
+        return missing(claim, published, "mujoco")
     baselines = records.csv("mujoco/baselines.csv", "mujoco") or []
     best: dict[float, tuple[str, float]] = {}
     for (name, fraction), values in _by_cell(baselines, "baseline", "test_mse").items():
@@ -232,7 +218,7 @@ def hopper(records: Records) -> Row:
                                  + (f"{best[fraction][0]} {format_cell(best[fraction][1])}"
                                     if fraction in best else "no baseline"))
     if not cells:
-        return _missing(claim, published, "mujoco")
+        return missing(claim, published, "mujoco")
     ours = (f"models beat every trivial baseline in {len(judged)} of {cells} cells"
             + (f"; worse than a baseline (model mean MSE vs the best baseline's) in "
                f"{'; '.join(unlearned)}" if unlearned else "")
@@ -251,7 +237,7 @@ def hopper(records: Records) -> Row:
             verdict = PARTLY
         why = ("judged only in the cells whose models beat the baselines; "
                "ACA vs adjoint by the seeds' spread (results/mujoco)")
-    return [claim, published, _marked(ours, records, *rows, *baselines), verdict, why]
+    return [claim, published, marked(ours, records, *rows, *baselines), verdict, why]
 
 
 # ------------------------------------------------------------------ NODE-18 (digits stand-in)
@@ -279,7 +265,7 @@ def digits(records: Records) -> list[Row]:
             published = (f"CIFAR (≈): ACA {paper.CIFAR_METHODS['aca'][index]} {unit}, {other} "
                          f"{paper.CIFAR_METHODS[other][index]} {unit}")
             if min(len(found["aca"]), len(found[other])) < MIN_SEEDS:
-                rows.append(_missing(claim, published, "digits")[:4] + [
+                rows.append(missing(claim, published, "digits")[:4] + [
                     f"fewer than {MIN_SEEDS} seeds per method: `python scripts/reproduce.py "
                     "run digits`"])
                 continue
@@ -295,7 +281,7 @@ def digits(records: Records) -> list[Row]:
             if not higher:
                 why += " (wall times on a shared 2-core machine, one thread)"
             rows.append([claim, published,
-                         _marked(ours, records, *found["aca"], *found[other]), verdict,
+                         marked(ours, records, *found["aca"], *found[other]), verdict,
                          why + "; a 43k-parameter stand-in, not the paper's CIFAR"])
     return rows
 
@@ -308,7 +294,7 @@ def headline_digits(records: Records) -> Row:
     runs = {m: _runs(records, "digits/runs/seeds", m) for m in ("node18", "resnet18")}
     node, resnet = _accuracy(runs["node18"]), _accuracy(runs["resnet18"])
     if min(len(node), len(resnet)) < MIN_SEEDS:
-        return _missing(claim, published, "digits")
+        return missing(claim, published, "digits")
     ours = (f"medians over {len(node)}/{len(resnet)} seeds: NODE-18 "
             f"{format_cell(statistics.median(node))} % (std {format_cell(statistics.stdev(node))}"
             f"), ResNet-18 {format_cell(statistics.median(resnet))} % (std "
@@ -319,7 +305,7 @@ def headline_digits(records: Records) -> Row:
            INCONCLUSIVE: ("the medians differ by less than the seeds' spread (ResNet-18's "
                           "is the higher)" if statistics.median(resnet) > statistics.median(node)
                           else "the medians differ by less than the seeds' spread")}[verdict]
-    return [claim, published, _marked(ours, records, *runs["node18"], *runs["resnet18"]),
+    return [claim, published, marked(ours, records, *runs["node18"], *runs["resnet18"]),
             verdict, why + "; a 43k-parameter stand-in, not the paper's CIFAR"]
 
 
@@ -333,140 +319,6 @@ def cifar(records: Records) -> Row:
             "no CIFAR data or GPU on this machine: `python scripts/download_cifar.py` then "
             "`python scripts/reproduce.py run cifar10 --scale paper` (and cifar100); the "
             "digits stand-in's result is the line above"]
-
-
-# ------------------------------------------------------------------ cost (Table 1)
-
-
-def ratio_verdict(ratios: Sequence[float]) -> str:
-    """Every ratio above 1: reproduced; some: partly; none: not reproduced."""
-    return (REPRODUCED if min(ratios) > 1 else PARTLY if max(ratios) > 1 else NOT_REPRODUCED)
-
-
-def _memory_row(records: Records, claim: str, published: str, larger: str,
-                smaller: str) -> Row:
-    """Whether ``larger``'s peak memory in bench.json is above ``smaller``'s in every
-    measured setting (:func:`ratio_verdict` of the ratios)."""
-    data = records.json("bench/bench.json", "bench")
-    peaks: dict[str, dict[str, float]] = {}
-    for row in (data or {}).get("rows", []) + (data or {}).get("hundred_step", []):
-        if row.get("peak_mib"):
-            peaks.setdefault(f"{row['problem']} {row['setting']}", {})[row["method"]] = \
-                row["peak_mib"]
-    ratios = {key: peak[larger] / peak[smaller] for key, peak in peaks.items()
-              if larger in peak and smaller in peak}
-    if not ratios:
-        return _missing(claim, published, "bench")
-    larger, smaller = LABELS[larger], LABELS[smaller]
-    ours = (f"{larger}'s peak memory / {smaller}'s: "
-            + "; ".join(f"{key} {format_cell(value)}" for key, value in ratios.items()))
-    verdict = ratio_verdict(list(ratios.values()))
-    above = ", ".join(key for key, value in ratios.items() if value > 1)
-    why = {REPRODUCED: f"{larger}'s peak above {smaller}'s in every measured setting",
-           PARTLY: f"{larger}'s peak above {smaller}'s only in {above}; in the others "
-                   f"{smaller}'s is the higher",
-           NOT_REPRODUCED: f"{larger}'s peak is not above {smaller}'s in any measured "
-                           "setting"}[verdict]
-    return [claim, published, _marked(ours, records, data), verdict, why]
-
-
-def cost(records: Records) -> Row:
-    """Table 1: naive's memory (a graph per trial step) above ACA's (a state per step)."""
-    return _memory_row(records, "Cost (Table 1) memory: ACA's (N_f + N_t) below naive's "
-                       "(N_f·N_t·m)", "memory: ACA N_f + N_t, naive N_f·N_t·m", "naive", "aca")
-
-
-def cost_adjoint(records: Records) -> Row:
-    """The same records judged against the adjoint: Table 1 puts its memory lowest."""
-    return _memory_row(records, "Cost (Table 1) memory: the adjoint's (N_f) below ACA's "
-                       "(N_f + N_t)", "memory: adjoint N_f, ACA N_f + N_t", "aca", "adjoint")
-
-
-SCALING_RECORD = "bench/cost_scaling.json"
-
-
-def cost_scaling(records: Records) -> list[Row]:
-    """Table 1 from the slopes of memory and time against the number of steps N_t
-    (scripts/bench_cost_scaling.py): memory ACA ∝ N_t (a state per step), naive ∝ N_t with
-    a larger slope (a graph per step), adjoint flat; time ACA below naive and adjoint."""
-    memory_claim = ("Cost (Table 1) memory growth with N_t: adjoint flat, ACA one state per "
-                    "step, naive one graph per step")
-    time_claim = ("Cost: ACA's forward+backward time below naive's and the adjoint's, on a "
-                  "fixed grid (m = 1, N_r = N_t: Table 1 counts 2·N_f·N_t evaluations for each)")
-    published = "memory: adjoint N_f, ACA N_f + N_t, naive N_f·N_t·m"
-    published_time = ("compute: ACA N_f·N_t·(m+1), naive N_f·N_t·m·2, adjoint N_f·(N_t+N_r)·m; "
-                      + ", ".join(f"{m} {paper.CIFAR_METHODS[m][1]} h" for m in paper.METHODS)
-                      + " (exp. 3, ≈)")
-    data = records.json(SCALING_RECORD, "cost_scaling")
-    if not (data or {}).get("memory"):
-        return [_missing(memory_claim, published, "cost_scaling"),
-                _missing(time_claim, published_time, "cost_scaling")]
-    slopes = {method: statistics.linear_regression(data["steps"], peaks).slope
-              for method, peaks in data["memory"].items()}
-    state = data["state_mib"]
-    ordered = slopes["adjoint"] < slopes["aca"] < slopes["naive"]
-    flat = slopes["adjoint"] < state / 2
-    ours = (f"peak MiB per step (fit over N_t = {data['steps'][0]}..{data['steps'][-1]}): ACA "
-            f"{format_cell(slopes['aca'])}, adjoint {format_cell(slopes['adjoint'])}, naive "
-            f"{format_cell(slopes['naive'])} (one state: {format_cell(state)} MiB)")
-    memory = (REPRODUCED if ordered and flat else PARTLY if ordered or flat else NOT_REPRODUCED)
-    memory_why = {REPRODUCED: "the slopes order as Table 1 and the adjoint's stays flat",
-                  PARTLY: ("the slopes order as Table 1 but the adjoint's grows" if ordered else
-                           "the adjoint's stays flat but ACA's and naive's slopes do not "
-                           "order as Table 1"),
-                  NOT_REPRODUCED: "the slopes do not order as Table 1"}[memory]
-    times = data["fwd_bwd_s"]  # method -> repeated timings at the largest N_t
-    verdicts = {other: compare(times["aca"], times[other], higher_is_better=False)
-                for other in ("naive", "adjoint")}
-    time_ours = ", ".join(f"{m} {spread(times[m])} s" for m in ("aca", "naive", "adjoint")) \
-        + f" at N_t = {data['largest_steps']} (repeats: mean ± std)"
-    time_verdict = combine(list(verdicts.values()))
-    time_why = "; ".join(f"vs {other}: {verdict}" for other, verdict in verdicts.items()) \
-        + " (a difference counts only beyond the repeats' spread)"
-    return [[memory_claim, published, _marked(ours, records, data), memory, memory_why],
-            [time_claim, published_time, _marked(time_ours, records, data), time_verdict,
-             time_why]]
-
-
-# ------------------------------------------------------------------ the central claim
-
-
-MAP_RECORD = "gradient_map/gradient_map.json"
-
-
-def aca_wins(rows: list[dict]) -> tuple[int, int]:
-    """In how many of the adjoint's settings ACA reaches a lower gradient error at the same
-    or lower cost (NFE forward + backward), and how many settings there are."""
-    aca = [row for row in rows if row["method"] == "aca"]
-    adjoint = [row for row in rows if row["method"] == "adjoint"]
-    wins = sum(any(a["nfe"] <= b["nfe"] and a["rel_error"] < b["rel_error"] for a in aca)
-               for b in adjoint)
-    return wins, len(adjoint)
-
-
-def family_verdict(rows: list[dict]) -> str:
-    """ACA ahead at every adjoint setting: reproduced; at some: partly; none: not."""
-    wins, total = aca_wins(rows)
-    return (REPRODUCED if total and wins == total else PARTLY if wins else NOT_REPRODUCED)
-
-
-def central(records: Records) -> Row:
-    """ACA's gradient more accurate than the adjoint's, per problem family of the map
-    (scripts/gradient_accuracy_map.py), judged per family by :func:`family_verdict`."""
-    claim = "Central claim: ACA's gradient more accurate than the adjoint's"
-    published = "the adjoint's reverse solve is not reverse-accurate; ACA's is"
-    data = records.json(MAP_RECORD, "gradient_map")
-    families = (data or {}).get("families")
-    if not families:
-        return _missing(claim, published, "gradient_map")
-    verdicts = {name: family_verdict(family["rows"]) for name, family in families.items()}
-    ours = "; ".join("{}: ACA more accurate at the adjoint's cost or less at {} of {} adjoint "
-                     "settings".format(name, *aca_wins(family["rows"]))
-                     for name, family in families.items())
-    verdict = combine(list(verdicts.values()))
-    why = ("; ".join(f"{name} {v}" for name, v in verdicts.items())
-           + " (relative error against a float64 reference; cost: NFE forward + backward)")
-    return [claim, published, _marked(ours, records, data), verdict, why]
 
 
 CLAIMS: tuple[Callable[[Records], Row | list[Row]], ...] = (

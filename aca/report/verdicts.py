@@ -1,0 +1,54 @@
+"""Verdicts on the paper's claims and the helpers every claim rule uses: reproduced;
+partly (the line says which part holds); not reproduced (the records show the opposite,
+beyond their noise); inconclusive (the setting cannot separate the methods); not run here;
+and "missing" while a record is absent."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aca.report.records import STALE_MARK
+from aca.report.tables import MISSING, Records
+
+REPRODUCED, PARTLY, NOT_REPRODUCED = "reproduced", "partly", "not reproduced"
+INCONCLUSIVE, NOT_RUN = "inconclusive", "not run here"
+# A difference between two sets of runs (seeds, or repeated timings) counts only when it
+# exceeds this many times the larger of their sample standard deviations.
+NOISE_MARGIN = 1.0
+LABELS = {"aca": "ACA", "adjoint": "the adjoint", "naive": "naive"}
+
+Row = list[str]
+
+
+def marked(text: str, records: Records, *made_by: Any) -> str:
+    """``text`` marked when a record it comes from is stale."""
+    return text + (f" {STALE_MARK}" if records.stale(*made_by) else "")
+
+
+def missing(claim: str, published: str, target: str) -> Row:
+    return [claim, published, MISSING, MISSING,
+            f"no record: `python scripts/reproduce.py run {target}`"]
+
+
+def compare(ours: Sequence[float], theirs: Sequence[float], higher_is_better: bool,
+            center: Callable[[Sequence[float]], float] = statistics.fmean) -> str:
+    """REPRODUCED when ``ours`` is ahead of ``theirs`` (``center`` of each) by more than
+    NOISE_MARGIN times the larger sample standard deviation, NOT_REPRODUCED when behind by
+    more, INCONCLUSIVE inside that margin."""
+    noise = NOISE_MARGIN * max(statistics.stdev(values) if len(values) > 1 else 0.0
+                               for values in (ours, theirs))
+    lead = (center(ours) - center(theirs)) * (1 if higher_is_better else -1)
+    return REPRODUCED if lead > noise else NOT_REPRODUCED if -lead > noise else INCONCLUSIVE
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """One verdict from the verdicts of a claim's cells: all alike, that one; some
+    reproduced, partly; none reproduced and some against, not reproduced; else
+    inconclusive."""
+    if verdicts and len(set(verdicts)) == 1:
+        return verdicts[0]
+    if REPRODUCED in verdicts:
+        return PARTLY
+    return NOT_REPRODUCED if NOT_REPRODUCED in verdicts else INCONCLUSIVE
