@@ -29,10 +29,14 @@ import functools
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 UNKNOWN = "unknown"
 CODE_DIRS = ("aca", "configs", "experiments")
@@ -215,3 +219,18 @@ def data_cell(stamp_: dict[str, Any] | None) -> str:
     """A stamp's generated data as one CSV cell, ``name=checksum`` joined by ``;`` (or "")."""
     return ";".join(f"{name}={checksum}" for name, checksum in
                     ((stamp_ or {}).get("data") or {}).items())
+
+
+def command_line() -> str:
+    """The command that started this process, as a user would type it again."""
+    program = Path(sys.argv[0]).name
+    prefix = ["python", "-m", "aca.cli"] if program == "cli.py" else [program]
+    return shlex.join(prefix + sys.argv[1:])
+
+
+def run_summary(cfg: Any) -> dict[str, Any]:
+    """What a result.json says about how it was made, and by which code (the stamp)."""
+    return {"task": cfg.task.name, "method": cfg.method.name,
+            "solver": OmegaConf.to_container(cfg.solver, resolve=True), "seed": cfg.seed,
+            "mode": cfg.mode, "command": command_line(),
+            "provenance": {**stamp(), **data_stamp()}}

@@ -146,8 +146,7 @@ def unreplayable_random(adjoint: bool, per_sample: bool = False) -> RandomStateE
 def refuse_unseen(outputs: list[Tensor], known: list[Tensor], state: Tensor) -> None:
     """Refuse outputs of func that depend on tensors requiring grad besides ``known`` (the
     parameters) and the ``state`` func was given: the methods could not reach them."""
-    hidden = list({id(tensor): tensor for output in outputs
-                   for tensor in unseen_tensors(output, known, state)}.values())
+    hidden = unseen_tensors(outputs, known, state)
     if hidden:
         shapes = ", ".join(str(tuple(h.shape)) for h in hidden[:4])
         raise UnseenTensorError(
@@ -158,23 +157,24 @@ def refuse_unseen(outputs: list[Tensor], known: list[Tensor], state: Tensor) -> 
             "gradient='naive'")
 
 
-def unseen_tensors(output: Tensor, known: list[Tensor], state: Tensor) -> list[Tensor]:
-    """The leaf tensors requiring grad that ``output`` depends on, other than through
+def unseen_tensors(outputs: list[Tensor], known: list[Tensor], state: Tensor) -> list[Tensor]:
+    """The leaf tensors requiring grad that ``outputs`` depend on, other than through
     the ``known`` tensors and the ``state`` func was given (or a view of it that func set
-    to require grad, as torchdiffeq's CNF example does): walks one evaluation's graph."""
-    if output.grad_fn is None:
-        return []
+    to require grad, as torchdiffeq's CNF example does): walks their graph once."""
     known_ids = {id(t) for t in known}
-    stops = {t.grad_fn for t in known if t.grad_fn is not None}
-    seen, stack, found = set(), [output.grad_fn], []
+    seen = {None, *(t.grad_fn for t in known if t.grad_fn is not None)}
+    stack, found = [output.grad_fn for output in outputs], []
     while stack:
         node = stack.pop()
-        if node is None or node in seen or node in stops:
+        if node in seen:
             continue
         seen.add(node)
-        leaf = getattr(node, "variable", None)  # AccumulateGrad: a leaf tensor
+        inputs = node.next_functions
+        if inputs:
+            stack.extend(next_node for next_node, _ in inputs if next_node not in seen)
+            continue
+        leaf = getattr(node, "variable", None)  # AccumulateGrad (no inputs): a leaf tensor
         if (leaf is not None and id(leaf) not in known_ids and leaf is not state
                 and leaf._base is not state):
             found.append(leaf)
-        stack.extend(next_node for next_node, _ in node.next_functions)
     return found

@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import statistics
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from aca.errors import MissingExtraError
+from aca.report.records import STALE_MARK
 
 FIGURE_DPI = 120
 
@@ -106,3 +108,34 @@ def save_figure(figure: Any, path: Path) -> Path:
     figure.savefig(path, dpi=FIGURE_DPI)
     pyplot().close(figure)
     return path
+
+
+MISSING = "missing"
+
+
+def cell(value: Any, scale: float = 1.0, stale: bool = False) -> str:
+    """A number for a table (marked when its record is stale), or "missing"."""
+    if value is None:
+        return MISSING
+    mark = f" {STALE_MARK}" if stale else ""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value + mark
+    return format_cell(value * scale if scale != 1.0 else value) + mark
+
+
+def mass(value: float | None, stale: bool = False) -> str:
+    """A mass to the authors' six decimals, or "missing"."""
+    return MISSING if value is None else f"{value:.6f}" + (f" {STALE_MARK}" if stale else "")
+
+
+def spread(values: list[Any], stale: bool = False) -> str:
+    """One value, or ``mean ± std`` of several (over seeds); "missing" when none."""
+    values = [float(value) for value in values if value is not None]
+    if len(values) < 2:
+        return cell(values[0] if values else None, stale=stale)
+    mark = f" {STALE_MARK}" if stale else ""
+    return (f"{format_cell(statistics.mean(values))} ± "
+            f"{format_cell(statistics.stdev(values))}{mark}")

@@ -14,12 +14,11 @@ from typing import Any
 from aca.errors import DataError
 from aca.report import paper
 from aca.report.baselines import BASELINES
-from aca.report.format import format_cell
+from aca.report.format import MISSING, cell, mass, spread
 from aca.report.paper import METHODS, approx
 from aca.report.records import STALE_MARK, STALE_NOTE, is_current, stamp_of
 from aca.report.runs import read_json
 
-MISSING = "missing"
 MODEL_LABELS = {"node18": "NODE-18", "resnet18": "ResNet-18"}
 VDP_REVERSE = f"x: {approx(paper.VDP_REVERSE_X)} vs {paper.VDP_X0}"
 
@@ -108,24 +107,6 @@ class Records:
                 self.missing(f"{rel}/{path.parent.name}/result.json", target,
                              f"is unreadable ({error.__cause__})")
         return found
-
-
-def cell(value: Any, scale: float = 1.0, stale: bool = False) -> str:
-    """A number for a table (marked when its record is stale), or "missing"."""
-    if value is None:
-        return MISSING
-    mark = f" {STALE_MARK}" if stale else ""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return value + mark
-    return format_cell(value * scale if scale != 1.0 else value) + mark
-
-
-def mass(value: float | None, stale: bool = False) -> str:
-    """A mass to the authors' six decimals, or "missing"."""
-    return MISSING if value is None else f"{value:.6f}" + (f" {STALE_MARK}" if stale else "")
 
 
 def toy_tables(records: Records) -> list[Table]:
@@ -224,16 +205,6 @@ def three_body_tables(records: Records) -> list[Table]:
 def _final_accuracy(records: Records, run: dict | None, rel: str) -> Any:
     value = None if run is None else records.field(run, ["final", "test_acc"], rel)
     return None if value is None else 100.0 * value
-
-
-def spread(values: list[Any], stale: bool = False) -> str:
-    """One value, or ``mean ± std`` of several (over seeds); "missing" when none."""
-    values = [float(value) for value in values if value is not None]
-    if len(values) < 2:
-        return cell(values[0] if values else None, stale=stale)
-    mark = f" {STALE_MARK}" if stale else ""
-    return (f"{format_cell(statistics.mean(values))} ± "
-            f"{format_cell(statistics.stdev(values))}{mark}")
 
 
 def cifar_tables(records: Records, dataset: str, paper_column: str) -> list[Table]:

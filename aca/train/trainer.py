@@ -12,8 +12,6 @@ import contextlib
 import logging
 import os
 import random
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from tqdm import tqdm
 import aca
 from aca import provenance
 from aca.errors import ConfigError
+from aca.provenance import run_summary
 from aca.task import Analysis, Task, ode_options
 from aca.train import checkpoint, distributed
 from aca.train.config import (
@@ -92,21 +91,6 @@ def batch_length(batch: Any) -> int:
         with contextlib.suppress(TypeError):
             return batch_length(value)
     raise TypeError(f"cannot find a tensor in a batch of type {type(batch).__name__}")
-
-
-def command_line() -> str:
-    """The command that started this process, as a user would type it again."""
-    program = Path(sys.argv[0]).name
-    prefix = ["python", "-m", "aca.cli"] if program == "cli.py" else [program]
-    return shlex.join(prefix + sys.argv[1:])
-
-
-def run_summary(cfg: DictConfig) -> dict[str, Any]:
-    """What a result.json says about how it was made, and by which code (the stamp)."""
-    return {"task": cfg.task.name, "method": cfg.method.name,
-            "solver": OmegaConf.to_container(cfg.solver, resolve=True), "seed": cfg.seed,
-            "mode": cfg.mode, "command": command_line(),
-            "provenance": {**provenance.stamp(), **provenance.data_stamp()}}
 
 
 class Trainer:
