@@ -65,7 +65,8 @@ ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gr
 WRAPPERS, WATCH = "aca/solvers/wrappers.py", "aca/gradients/watch.py"
 CONTRACT_TESTS = ("tests/test_contract.py",)
 TRAINER, CLI = "aca/train/trainer.py", "aca/cli.py"
-TORCHDIFFEQ, PROVENANCE, DRIFT = "aca/torchdiffeq/__init__.py", "aca/provenance.py", "aca/report/drift.py"
+TORCHDIFFEQ = "aca/torchdiffeq/__init__.py"
+PROVENANCE, DRIFT = "aca/provenance.py", "aca/report/drift.py"
 CLAIMS = "aca/report/claims.py"
 CLAIMS_COST, VERDICTS = "aca/report/claims_cost.py", "aca/report/verdicts.py"
 
