@@ -29,7 +29,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from aca.errors import AcaError, ConfigError
-from aca.train import run
+from aca.train import distributed, run
 from aca.train.config import RUN_SETTINGS, TRAINING_SETTINGS, is_bool, is_int, is_number
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -181,6 +181,7 @@ def main() -> None:
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
     try:
         app()
+        distributed.finish()
     except Exception as error:
         message = None if _SHOW_TRACEBACK else describe_error(error)
         if message is None:

@@ -42,12 +42,14 @@ UNKNOWN = "unknown"
 CODE_DIRS = ("aca", "configs", "experiments")
 #: the scripts that write run records (scripts/reproduce.py: the ``summarize`` tables)
 RECORD_SCRIPTS = tuple(f"scripts/{name}.py" for name in (
-    "bench_cost_scaling", "bench_gradients", "bench_per_sample", "gpu_check",
-    "gradient_accuracy_map", "reproduce", "solver_robustness", "timeseries_baselines"))
+    "bench_cost_scaling", "bench_diffrax", "bench_gradients", "bench_per_sample", "diffrax_peer",
+    "gpu_check", "gradient_accuracy_map", "reproduce", "solver_robustness",
+    "timeseries_baselines"))
 CODE_PATHS = CODE_DIRS + RECORD_SCRIPTS
 #: the reporting code that writes no record: renders, judges or checks them
 REPORTING = tuple(f"aca/report/{name}.py" for name in
-                  ("claims", "drift", "figures", "records", "render", "tables"))
+                  ("claims", "claims_cost", "drift", "figures", "records", "render",
+                   "tables", "verdicts"))
 #: the code, in words (messages)
 CODE_WHERE = f"{', '.join(p + '/' for p in CODE_DIRS)} and the record-writing scripts"
 #: the stamp fields a CSV record carries as columns, one stamp per row

@@ -106,11 +106,14 @@ def _scaled(layer: nn.Module, gain: float) -> nn.Module:
     return layer
 
 
-def mlp_problem(dim: int = 64, batch: int = 256, gain: float = GAIN, seed: int = 0) -> Problem:
-    """``f = Linear(dim, dim) - tanh - Linear(dim, dim)``."""
+def mlp_problem(dim: int = 64, batch: int = 256, gain: float = GAIN, seed: int = 0,
+                hidden: int | None = None) -> Problem:
+    """``f = Linear(dim, hidden) - tanh - Linear(hidden, dim)`` (``hidden`` = ``dim``
+    unless given)."""
     torch.manual_seed(seed)
-    net = nn.Sequential(_scaled(nn.Linear(dim, dim), gain), nn.Tanh(),
-                        _scaled(nn.Linear(dim, dim), gain))
+    hidden = hidden or dim
+    net = nn.Sequential(_scaled(nn.Linear(dim, hidden), gain), nn.Tanh(),
+                        _scaled(nn.Linear(hidden, dim), gain))
     return Problem("mlp", CountingFunc(net), torch.randn(batch, dim), torch.randn(batch, dim))
 
 

@@ -436,6 +436,16 @@ def run_worker(args: list[str], timeout: float) -> tuple[dict, str]:
     return json.loads(result.stdout.splitlines()[-1]), result.stderr
 
 
+def torchrun_cause(stderr: str) -> str:
+    """The first failing rank's own last words in torchrun's report: the last line it
+    printed itself (``[rankN]: ...``, or a C++ abort), else the root cause's signal."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()
+             and not line.startswith("USDT")]
+    own = [line for line in lines if line.startswith("[rank") or line.startswith("terminate")]
+    signals = [line for line in lines if line.startswith("traceback :")]
+    return own[-1] if own else signals[-1] if signals else lines[-1] if lines else ""
+
+
 def check_ddp(sizes: Sizes, device: torch.device, budget: Budget, dry_run: bool) -> Section:
     """One DDP training step of NODE-18 with 2 processes under torchrun."""
     if device.type == "cuda" and torch.cuda.device_count() < 2:
@@ -448,9 +458,8 @@ def check_ddp(sizes: Sizes, device: torch.device, budget: Budget, dry_run: bool)
         result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
                                 timeout=max(budget.left(), 1.0))
         if result.returncode != 0:
-            lines = [line for line in result.stderr.splitlines() if line.strip()]
             return Section(failed=f"torchrun exit {result.returncode}: "
-                                  f"{lines[-1] if lines else ''}")
+                                  f"{torchrun_cause(result.stderr)}")
         row = json.loads(out.read_text())
     section = Section(rows=[row])
     if row["replica_divergence"] != 0.0:
@@ -489,6 +498,7 @@ def ddp_worker(sizes: Sizes, out: Path, device: str) -> None:
             "backend": torch.distributed.get_backend(), "world_size": info.world_size,
             "device": str(info.device), "step_ms": 1e3 * times[-1],
             "replica_divergence": divergence}))
+    distributed.finish()
 
 
 def compile_worker(sizes: Sizes, amp: bool, device: str) -> None:

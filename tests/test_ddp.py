@@ -65,3 +65,17 @@ def test_a_one_trajectory_task_refuses_to_split(tmp_path: Path) -> None:
                                           "processes; three_body's training set has 1 "
                                           "example.*one process"):
         Trainer(cfg, build_task(cfg), tmp_path, DistInfo(rank=0, world_size=2))
+
+
+def test_finish_leaves_the_process_group_once(tmp_path: Path) -> None:
+    """The end of a normal run: a barrier, then the group is gone (a second call, or the
+    interpreter's exit hook, has nothing left to do)."""
+    import torch.distributed as dist
+
+    from aca.train import distributed
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    distributed.finish()
+    assert not dist.is_initialized()
+    distributed.finish()
+    distributed._leave()

@@ -111,3 +111,16 @@ def test_without_a_gpu_the_full_run_is_refused(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: no CUDA device; run with --dry-run")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_torchrun_names_the_rank_s_own_error(gpu_check) -> None:
+    report = "\n".join([
+        "terminate called without an active exception",
+        "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ",
+        "=" * 20, "Root Cause (first observed failure):",
+        "  traceback : Signal 6 (SIGABRT) received by PID 20163", "=" * 20])
+    assert gpu_check.torchrun_cause(report) == "terminate called without an active exception"
+    raised = "[rank1]: Traceback\n[rank1]: RuntimeError: out of memory\n" + "=" * 20
+    assert gpu_check.torchrun_cause(raised) == "[rank1]: RuntimeError: out of memory"
+    killed = "Root Cause\n  traceback : Signal 9 (SIGKILL) received by PID 7\n" + "=" * 20
+    assert gpu_check.torchrun_cause(killed) == "traceback : Signal 9 (SIGKILL) received by PID 7"

@@ -185,6 +185,11 @@ def _cost_scaling(scale: str, out: str) -> list[Step]:
     return [script("bench_cost_scaling.py", "--out", out, *quick)]
 
 
+def _diffrax(scale: str, out: str) -> list[Step]:
+    """The diffrax peer: needs the JAX environment of scripts/make_jax_env.sh."""
+    return [script("bench_diffrax.py", "--out", out)]
+
+
 def _gradient_map(scale: str, out: str) -> list[Step]:
     quick = ("--quick",) if scale == "smoke" else ()
     return [script("gradient_accuracy_map.py", "--out", out, *quick)]
@@ -251,6 +256,9 @@ TARGETS: dict[str, Target] = {
                     ("bench",), ("smoke", "cpu")),
     "cost_scaling": Target("bench", "Table 1 as slopes: memory and time against N_t and N_f",
                            _cost_scaling, ("cost_scaling.json",), (), ("smoke", "cpu")),
+    "diffrax": Target("bench", "Issue 31: aca against diffrax (JAX, jit) per step, in the same "
+                      "run (the peer in its own venv: scripts/make_jax_env.sh)", _diffrax,
+                      ("diffrax.json",), (), ("cpu",)),
     "gradient_map": Target("gradient_map", "The central claim mapped: gradient error against "
                            "cost per problem family and tolerance", _gradient_map,
                            ("gradient_map.json",), (), ("smoke", "cpu")),
