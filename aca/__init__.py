@@ -11,6 +11,7 @@ from aca.errors import (
     FuncOutputError,
     InvalidOptionError,
     MaxStepsExceededError,
+    NewtonConvergenceError,
     NonFiniteStateError,
     NonMonotoneTimeError,
     ODEError,
@@ -33,7 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACA", "GRADIENTS", "SOLVERS", "Adjoint", "FuncOutputError", "GradientMethod",
-    "InvalidOptionError", "MaxStepsExceededError", "Naive", "NonFiniteStateError",
+    "InvalidOptionError", "MaxStepsExceededError", "Naive", "NewtonConvergenceError",
+    "NonFiniteStateError",
     "NonMonotoneTimeError", "ODEBlock", "ODEError", "RandomStateError", "SolveOptions",
     "SolveStats", "StatefulFuncError", "StepSizeRequiredError", "StepSizeUnderflowError",
     "UnknownGradientError", "UnknownSolverError", "UnseenTensorError", "__version__", "odeint",

@@ -40,6 +40,10 @@ class NonFiniteStateError(ODEError, FloatingPointError):
     """The state or its derivative became NaN or infinite."""
 
 
+class NewtonConvergenceError(ODEError, RuntimeError):
+    """An implicit solver's Newton iteration did not converge on a fixed-step grid."""
+
+
 class MaxStepsExceededError(ODEError, RuntimeError):
     """The solve needed more than ``max_steps`` steps."""
 

@@ -102,6 +102,8 @@ def odeint(
     pi_beta: float = SolveOptions.pi_beta,
     per_sample: bool = SolveOptions.per_sample,
     adjoint_seminorm: bool = SolveOptions.adjoint_seminorm,
+    newton_tol: float = SolveOptions.newton_tol,
+    newton_iterations: int = SolveOptions.newton_iterations,
     params: Iterable[Tensor] | None = None,
     stats: SolveStats | None = None,
 ) -> Tensor:
@@ -139,6 +141,11 @@ def odeint(
     across the batch) makes a sample's result depend on the others' steps.
     ``adjoint_seminorm``: the adjoint's reverse solve leaves the parameter gradients out
     of its error norm (fewer backward steps, Kidger et al. 2021).
+    Implicit solvers (``implicit_euler``, ``kvaerno3``, ``kvaerno5``: stiff problems)
+    solve each stage by Newton's method with a dense Jacobian of ``func`` per group
+    (``newton_tol``, ``newton_iterations``); ``aca`` differentiates each converged step
+    by the implicit function theorem, ``naive`` through the Newton iterations, and
+    ``adjoint`` refuses them.
     Every option but ``params`` and ``stats`` is a field of ``aca.SolveOptions``
     (defaults and checks). ``stats`` (a ``SolveStats``) receives this solve's counts,
     backward included.
@@ -147,7 +154,8 @@ def odeint(
         solver=solver, gradient=gradient, rtol=rtol, atol=atol, step_size=step_size,
         interpolate=interpolate, max_steps=max_steps, max_checkpoints=max_checkpoints,
         safety=safety, ifactor=ifactor, dfactor=dfactor, pi_beta=pi_beta,
-        per_sample=per_sample, adjoint_seminorm=adjoint_seminorm)
+        per_sample=per_sample, adjoint_seminorm=adjoint_seminorm, newton_tol=newton_tol,
+        newton_iterations=newton_iterations)
     method = method_for(options)
     if stats is not None and not isinstance(stats, SolveStats):
         raise InvalidOptionError(f"stats must be an aca.SolveStats or None, got {stats!r}")

@@ -50,7 +50,10 @@ class SolveOptions:
     solution does not depend on the rest of its batch. ``adjoint_seminorm``: the
     adjoint's reverse solve judges its error on the state and adjoint only, not on the
     parameter gradients it accumulates (Kidger et al. 2021: fewer backward steps;
-    those integrals never feed back into the dynamics). Invalid values raise an
+    those integrals never feed back into the dynamics). ``newton_tol``,
+    ``newton_iterations``: an implicit solver's Newton iteration for a stage stops when
+    its update, scaled by ``atol + rtol·|z|``, is below ``newton_tol``, and fails (the
+    step is rejected) when it has not after ``newton_iterations``. Invalid values raise an
     ``aca.ODEError`` naming the value and what is valid."""
 
     solver: str = "dopri5"
@@ -67,6 +70,8 @@ class SolveOptions:
     pi_beta: float = AdaptiveSteps.pi_beta
     per_sample: bool = False
     adjoint_seminorm: bool = False
+    newton_tol: float = 1e-3
+    newton_iterations: int = 10
 
     def __post_init__(self) -> None:
         solver, step_size = self.solver, self.step_size
@@ -104,6 +109,12 @@ class SolveOptions:
         _require("pi_beta", self.pi_beta, is_number(self.pi_beta) and 0 <= self.pi_beta < beta_max,
                  f"in [0, {beta_max:.3g}) for {solver!r} (order {tableau.order})")
 
+        _require("newton_tol", self.newton_tol,
+                 is_number(self.newton_tol) and 0 < self.newton_tol < math.inf,
+                 "a positive number")
+        _require("newton_iterations", self.newton_iterations,
+                 _is_int(self.newton_iterations) and self.newton_iterations > 0,
+                 "a positive integer")
         _require("per_sample", self.per_sample, isinstance(self.per_sample, bool), "True or False")
         if self.per_sample:
             self._check_per_sample()

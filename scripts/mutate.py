@@ -61,6 +61,7 @@ def mutation(name: str, bug: str, *edits: tuple[str, str, str],
 
 CONTROL, INTEGRATE = "aca/solvers/control.py", "aca/solvers/integrate.py"
 STEP, ODEINT = "aca/solvers/step.py", "aca/odeint.py"
+NEWTON, IMPLICIT_TESTS = "aca/solvers/newton.py", ("tests/test_implicit.py",)
 ACA, ADJOINT, BASE = "aca/gradients/aca.py", "aca/gradients/adjoint.py", "aca/gradients/base.py"
 WRAPPERS, WATCH = "aca/solvers/wrappers.py", "aca/gradients/watch.py"
 CONTRACT_TESTS = ("tests/test_contract.py",)
@@ -306,6 +307,27 @@ MUTATIONS = [
              "ACA's rebuild does not compare the generators' state with the forward's",
              (ACA, "if self.replayed.digest() != digests[replayed]:", "if False:"),
              tests=("tests/test_contract.py",)),
+    mutation("ift-through-iterate-only",
+             "ACA's rebuilt implicit stage keeps no implicit-function-theorem derivative",
+             (NEWTON, "return z + (delta - delta.detach())", "return z"),
+             tests=IMPLICIT_TESTS),
+    mutation("ift-jacobian-at-start",
+             "the IFT solve uses I - hγ J at the step's start, not at the converged stage",
+             (NEWTON, "matrix = iteration_matrix(jacobian(func, t, z, groups), hg)",
+              "matrix = iteration_matrix(jacobian(func, t, base, groups), hg)"),
+             tests=IMPLICIT_TESTS),
+    mutation("jacobian-transposed", "the Newton matrix is built from J transposed",
+             (NEWTON, "return torch.stack([row.reshape(groups, size) for row in rows], 1)",
+              "return torch.stack([row.reshape(groups, size) for row in rows], 2)"),
+             tests=IMPLICIT_TESTS),
+    mutation("newton-failure-accepted", "a stage whose Newton iteration failed is accepted",
+             (STEP, "error = torch.where(converged.view(h.shape), error, torch.inf)",
+              "error = error"),
+             tests=IMPLICIT_TESTS),
+    mutation("stage-derivative-scaled", "k_i = (z - base) / (hγ) with hγ off by 0.01 %",
+             (STEP, "ks.append((z - base) / torch.where(hg == 0, 1.0, hg))",
+              "ks.append((z - base) / torch.where(hg == 0, 1.0, hg * 1.0001))"),
+             tests=IMPLICIT_TESTS),
 ]
 
 

@@ -117,7 +117,7 @@ class _Steps:
                 RandomStates.set(unpack(self.random, self.replayed, rest))
         inside = cp.inside.get(j) if dense else None
         step = rk_step(problem.rhs, t, y, h, problem.tableau, k1=k1, dense=inside is not None,
-                       k1_time=k1_time)
+                       k1_time=k1_time, newton=problem.newton)
         self.nfe += step.nfe
         if self.replayed is not None:  # the evaluations since the last state set: as forward's
             replayed = step.nfe + (rest < 0)
@@ -187,8 +187,8 @@ class _ACA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, problem: Problem, method: ACA, y0: Tensor, t: Tensor | None,
                 *params: Tensor) -> Tensor:
-        shared = not problem.per_sample
-        func = Watched(problem, y0, unseen=True, random="replay" if shared else "refuse")
+        replay = not problem.per_sample and not problem.tableau.implicit
+        func = Watched(problem, y0, unseen=True, random="replay" if replay else "refuse")
         checkpoints = Checkpoints(method.max_checkpoints, annotate=func.annotate)
         versions = [buffer._version for buffer in problem.buffers]
         solution = problem.solve(y0, func=func, checkpoints=checkpoints)

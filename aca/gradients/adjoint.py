@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from aca.errors import ODEError
+from aca.errors import InvalidOptionError, ODEError
 from aca.gradients.base import (
     GradientMethod,
     Problem,
@@ -225,5 +225,12 @@ class Adjoint(GradientMethod):
         return cls(seminorm=options.adjoint_seminorm)
 
     def solve(self, problem: Problem, y0: Tensor) -> Tensor:
+        reverse = SOLVERS[self.solver] if self.solver else problem.tableau
+        if reverse.implicit:
+            raise InvalidOptionError(
+                f"gradient='adjoint' cannot solve its reverse ODE with the implicit "
+                f"{reverse.name} (Newton on the adjoint system needs its Jacobian: second "
+                "derivatives of func): use gradient='aca' (exact through the implicit steps) "
+                "or 'naive', or an explicit reverse solver: gradient=aca.Adjoint(solver='dopri5')")
         return _Adjoint.apply(problem, self, y0, problem.t if problem.t_requires_grad else None,
                               *problem.params)

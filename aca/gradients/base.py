@@ -26,12 +26,14 @@ from aca.solvers import (
     Checkpoints,
     ConstantSteps,
     Controller,
+    Newton,
     Norm,
     Solution,
     Status,
     integrate,
     rms_norm,
 )
+from aca.solvers.newton import check_size
 from aca.solvers.step import Func, Step
 from aca.stats import StatsSinks
 
@@ -82,6 +84,11 @@ class Problem:
 
     def __post_init__(self) -> None:
         self.tableau: ButcherTableau = SOLVERS[self.options.solver]
+        #: how an implicit method's stages are solved (naive: differentiated through)
+        self.newton = Newton(self.options.rtol, self.options.atol, self.options.newton_tol,
+                             self.options.newton_iterations,
+                             unrolled=self.method.name == "naive") \
+            if self.tableau.implicit else None
         self.groups = self.times.shape[0]
         self.per_sample = self.options.per_sample
         ignores_time = getattr(self.func, "ignores_time", False)
@@ -160,10 +167,15 @@ class Problem:
         times = self.time_args() if times is None else times
         controller = controller or self.controller()
         self.check_grid(times, controller)
+        tableau = tableau or self.tableau
+        implicit = {"newton": self.newton} if tableau.implicit else {}
+        if tableau.implicit:
+            check_size(y0, self.groups, self.newton)
         solution = (self.loop or integrate)(
-            func or self.rhs, y0, times, tableau or self.tableau, controller,
+            func or self.rhs, y0, times, tableau, controller,
             self.options.max_steps, checkpoints=checkpoints, on_attempt=on_attempt, event=event,
-            interpolate_outputs=self.options.interpolate if interpolate is None else interpolate)
+            interpolate_outputs=self.options.interpolate if interpolate is None else interpolate,
+            **implicit)
         raise_for(solution, self.options, controller)
         return solution
 
@@ -202,8 +214,10 @@ def raise_for(solution: Solution, options: SolveOptions, controller: Controller)
     t = float(solution.t.detach().reshape(-1)[group])
     which = "some sample" if options.per_sample else "the solve"
     if code == Status.NON_FINITE:
-        raise NonFiniteStateError(f"the state or its derivative became non-finite (nan/inf) in "
-                                  f"{which} near t={t:g}")
+        newton = (" or the implicit solver's Newton iteration failed at every step size"
+                  if SOLVERS[options.solver].implicit else "")
+        raise NonFiniteStateError(f"the state or its derivative became non-finite "
+                                  f"(nan/inf){newton} in {which} near t={t:g}")
     if code == Status.ZERO_SCALE:
         raise InvalidOptionError(
             f"atol=0 and a state component is exactly 0 near t={t:g} ({which}): the error scale "

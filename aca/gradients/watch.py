@@ -104,6 +104,12 @@ class Watched:
 
     def refused(self) -> RandomStateError:
         """The error for random numbers this problem's gradient cannot replay."""
+        if self.problem.tableau.implicit and self.problem.method.name == "aca":
+            return RandomStateError(
+                "func draws random numbers (dropout?) inside the implicit "
+                f"{self.problem.tableau.name}: each Newton iteration would draw other ones, "
+                "so the stage equations are not defined; call model.eval(), or use "
+                "gradient='naive' or an explicit solver")
         return unreplayable_random(self.problem.method.name == "adjoint",
                                    self.problem.per_sample)
 

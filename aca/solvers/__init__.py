@@ -1,5 +1,6 @@
-"""Explicit Runge–Kutta solvers: tableaus (data), one step, step-size controllers
-(policies with explicit state, and wrappers), the one loop."""
+"""Runge–Kutta solvers, explicit and diagonally implicit (Newton stages): tableaus
+(data), one step, step-size controllers (policies with explicit state, and wrappers),
+the one loop."""
 
 from aca.solvers.control import (
     AdaptiveSteps,
@@ -10,9 +11,10 @@ from aca.solvers.control import (
     rms_norm,
 )
 from aca.solvers.integrate import Checkpoints, Counts, Solution, integrate
+from aca.solvers.newton import Newton
 from aca.solvers.step import Step, interpolate, rk_step
 from aca.solvers.tableau import ALIASES, SOLVERS, ButcherTableau
 
 __all__ = ["ALIASES", "SOLVERS", "AdaptiveSteps", "ButcherTableau", "Checkpoints", "ConstantSteps",
-           "Controller", "Counts", "Norm", "Solution", "Status", "Step", "integrate",
+           "Controller", "Counts", "Newton", "Norm", "Solution", "Status", "Step", "integrate",
            "interpolate", "rk_step", "rms_norm"]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from aca.solvers.control import Controller, Status
+from aca.solvers.newton import Newton
 from aca.solvers.step import Func, Step, interpolate, rk_step, value
 from aca.solvers.tableau import ButcherTableau
 
@@ -210,12 +211,14 @@ def integrate(
     checkpoints: Checkpoints | None = None,
     on_attempt: Callable[[Tensor, Tensor, Tensor, Step, Tensor], None] | None = None,
     event: Callable[[Tensor, Tensor], Tensor] | None = None,
+    newton: Newton | None = None,
 ) -> Solution:
     """Solve each group of ``y0`` from ``times[:, 0]`` and return the states at every
     time of ``times`` (``(S, T)``, in the time dtype; ``S`` groups). ``func(t, y)``
     gets ``t`` as an ``(S, 1, ..., 1)`` time tensor. ``on_attempt(t, y, h, step,
     accept)`` sees every attempt with the groups it accepts; ``event(t, y)`` (one value
-    per group) stops a group at the accepted step after which it is <= 0 (``EVENT``)."""
+    per group) stops a group at the accepted step after which it is <= 0 (``EVENT``).
+    ``newton`` solves an implicit method's stages."""
     groups, n_times = times.shape
     column = column_shape(y0, groups)
     t, t_end = times[:, 0].view(column), times[:, -1].view(column)
@@ -241,7 +244,7 @@ def integrate(
     for attempt in range(max_steps):
         h, t_next, landing = controller.propose(state, t, y, target)
         step = rk_step(func, t, y, h, tableau, k1=k1, with_error=controller.adaptive,
-                       dense=between is not None)
+                       dense=between is not None, newton=newton)
         nfe += step.nfe
         accept, new_state, failed = _judge(controller, state, t, t_next, y, step, h, landing,
                                            running, None)
@@ -249,7 +252,8 @@ def integrate(
             bad = running & ~torch.isfinite(step.y).reshape(groups, -1).all(1).view(column)
             if bool(bad.any()):
                 step = rk_step(func, t, y, torch.where(bad, 0.0, h), tableau, k1=k1,
-                               with_error=controller.adaptive, dense=between is not None)
+                               with_error=controller.adaptive, dense=between is not None,
+                               newton=newton)
                 nfe += step.nfe
                 accept, new_state, failed = _judge(controller, state, t, t_next, y, step, h,
                                                    landing, running, bad)

@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from aca.errors import NewtonConvergenceError
+from aca.solvers.newton import Newton, attach, iteration_matrix, jacobian, solve_stage
 from aca.solvers.tableau import ButcherTableau
 
 #: ``func(t, y)``: ``t`` a time tensor shaped like ``h`` (the loop's view of time)
@@ -58,7 +60,7 @@ def end_from_inside(t: Tensor, t_next: Tensor, dtype: torch.dtype) -> Tensor:
 
 def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau,
             k1: Tensor | None = None, with_error: bool = False, dense: bool = False,
-            k1_time: Tensor | None = None) -> Step:
+            k1_time: Tensor | None = None, newton: Newton | None = None) -> Step:
     """Advance ``y`` from ``t`` by ``h`` (time tensors broadcasting against ``y``; in the
     autograd graph when step sizes are differentiated). ``k1`` is ``func(t, y)`` when
     the caller has it (FSAL), else evaluated at ``k1_time`` (default ``t``; a rebuilt
@@ -67,10 +69,26 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     evaluated one ulp (of the state's dtype) inside the step, the limit from inside at a
     discontinuity of ``func`` there (torchdiffeq's convention; then ``step_t`` at a jump
     is exact). The last stage of an FSAL method is evaluated only with ``with_error``
-    (the error estimate uses it) or ``dense`` (the continuous extension does)."""
+    (the error estimate uses it) or ``dense`` (the continuous extension does). An
+    implicit method's stages are solved by ``newton``; a group whose Newton iteration
+    fails gets an infinite error (the controller rejects the step and shrinks it), or,
+    without an error estimate, ``NewtonConvergenceError``."""
     t_y, h_y = t.to(y.dtype), h.to(y.dtype)  # stage times in the state's dtype, as func
     # gets them; stages at the step's end see it from inside (torchdiffeq's convention)
-    end = end_from_inside(t_y, t + h, y.dtype) if 1.0 in tableau.c[1:] else None
+    end = end_from_inside(t_y, t + h, y.dtype) if 1.0 in tableau.c else None
+    if tableau.implicit:
+        ks, nfe, converged = _implicit_stages(func, t, y, h, tableau, k1, k1_time, end, newton)
+        y_new = torch.addcmul(y, combine(tableau.b, ks), h_y)
+        error = combine(tableau.b_error, ks) * h_y if with_error else None
+        if not bool(converged.all()):
+            if error is None:
+                raise NewtonConvergenceError(
+                    f"{tableau.name}: Newton's iteration for a stage did not converge in "
+                    f"{newton.max_iterations} iterations in the step from t = "
+                    f"{float(value(t).reshape(-1)[0]):g}: take a smaller step_size, or an "
+                    "adaptive implicit solver (kvaerno3, kvaerno5), which shrinks the step")
+            error = torch.where(converged.view(h.shape), error, torch.inf)
+        return Step(y_new, error, None, nfe, ks)
     nfe = 0
     if k1 is None:
         k1 = func(t if k1_time is None else k1_time, y)
@@ -89,6 +107,56 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
         nfe += 1
     error = combine(tableau.b_error, ks) * h_y if with_error else None
     return Step(y_new, error, k_last, nfe, ks)
+
+
+def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau,
+                     k1: Tensor | None, k1_time: Tensor | None, end: Tensor | None,
+                     newton: Newton) -> tuple[list[Tensor], int, Tensor]:
+    """The stages of a diagonally implicit step, their evaluations and which groups'
+    Newton iterations converged. ``k_i = (z_i - base_i) / (hγ)``: the stage derivative
+    from the stage equation (exact at the converged ``z_i``, without the amplification
+    of ``f(z_i)``'s residual by the problem's stiffness)."""
+    if newton is None:
+        raise ValueError(f"{tableau.name} is implicit: rk_step needs newton=Newton(rtol, atol)")
+    groups = h.numel()
+    t_y, h_y = t.to(y.dtype), h.to(y.dtype)
+    ks: list[Tensor] = []
+    factors: dict[float, tuple[Tensor, Tensor]] = {}
+    converged = torch.ones(groups, dtype=torch.bool, device=y.device)
+    nfe = 0
+    for i, (c, gamma) in enumerate(zip(tableau.c, tableau.diagonal)):
+        base = y if i == 0 else torch.addcmul(y, combine(tableau.a[i], ks), h_y)
+        stage_time = end if c == 1.0 else torch.add(t_y, h_y, alpha=c)
+        if gamma == 0.0:
+            if i == 0 and k1 is not None:
+                ks.append(k1)
+            else:
+                ks.append(func((t if k1_time is None else k1_time) if i == 0 else stage_time,
+                               base))
+                nfe += 1
+            continue
+        hg = h_y * gamma
+        if ks:
+            guess = base + hg * ks[-1]
+        else:  # an implicit first stage (implicit Euler): f(t, y) predicts it
+            guess = base + hg * (func(t if k1_time is None else k1_time, y) if k1 is None
+                                 else k1)
+            nfe += k1 is None
+        if gamma not in factors:
+            if not factors:
+                jac = jacobian(func, t, y, groups)
+                nfe += 1
+            factors[gamma] = torch.linalg.lu_factor(iteration_matrix(jac, hg))
+        with torch.set_grad_enabled(newton.unrolled and torch.is_grad_enabled()):
+            z, evaluations, ok = solve_stage(func, stage_time, base, hg, guess, factors[gamma],
+                                             newton, groups)
+        nfe += evaluations
+        converged &= ok
+        if not newton.unrolled and torch.is_grad_enabled():
+            z = attach(func, stage_time, base, hg, z, groups)
+            nfe += 2
+        ks.append((z - base) / torch.where(hg == 0, 1.0, hg))
+    return ks, nfe, converged
 
 
 @functools.cache

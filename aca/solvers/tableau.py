@@ -17,6 +17,10 @@ class ButcherTableau:
     a fixed-step-only method). A method is FSAL when its last stage is evaluated
     at the new solution, so the next step reuses it as its first stage.
 
+    ``diagonal`` makes the method diagonally implicit (ESDIRK/SDIRK): stage ``i`` solves
+    ``z_i = y + h Σ_{j<i} a_ij k_j + h diagonal[i] f(t + c_i h, z_i)`` (by Newton's
+    method, ``aca.solvers.newton``); empty for an explicit method.
+
     ``dense`` is the continuous extension, of order ``dense_order``: inside a step,
     ``y(t + θh) = y + h Σ_j b_j(θ) k_j`` with ``b_j(θ) = Σ_m dense[j][m] θ^(m+1)``,
     one row per stage (an FSAL method's last stage included), and ``b_j(1) = b_j``."""
@@ -29,6 +33,7 @@ class ButcherTableau:
     b_error: tuple[float, ...] | None = None
     dense: Polynomials = ()
     dense_order: int = 0
+    diagonal: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         """The tableau checks itself: shapes, row sums of ``a`` equal to ``c``, weights
@@ -39,9 +44,12 @@ class ButcherTableau:
                 len(row) != i for i, row in enumerate(self.a)):
             raise ValueError(f"{self.name}: a must have rows of 0..{stages - 1} entries and b "
                              f"{stages} weights")
+        if self.diagonal and len(self.diagonal) != stages:
+            raise ValueError(f"{self.name}: the diagonal must have {stages} entries")
         for i, (row, node) in enumerate(zip(self.a, self.c)):
-            if not _close(sum(row), node, row):
-                raise ValueError(f"{self.name}: row {i} of a sums to {sum(row)}, not c_{i}={node}")
+            full = (*row, self.diagonal[i]) if self.diagonal else row
+            if not _close(sum(full), node, full):
+                raise ValueError(f"{self.name}: row {i} of a sums to {sum(full)}, not c_{i}={node}")
         if not _close(sum(self.b), 1.0, self.b):
             raise ValueError(f"{self.name}: the weights b sum to {sum(self.b)}, not 1")
         if self.b_error is not None and (len(self.b_error) != stages
@@ -59,8 +67,12 @@ class ButcherTableau:
         return self.b_error is not None
 
     @property
+    def implicit(self) -> bool:
+        return any(self.diagonal)
+
+    @property
     def fsal(self) -> bool:
-        return (self.adaptive and self.c[-1] == 1.0 and self.b[-1] == 0.0
+        return (self.adaptive and not self.implicit and self.c[-1] == 1.0 and self.b[-1] == 0.0
                 and tuple(self.a[-1]) == tuple(self.b[:-1]))
 
     @property
@@ -325,8 +337,59 @@ FEHLBERG2 = ButcherTableau(
     dense=((1.0, 1 / 512 - 1), (0.0, 255 / 256), (0.0, 1 / 512)), dense_order=2,
 )
 
+# Diagonally implicit methods for stiff problems. Implicit Euler (fixed steps, order 1,
+# L-stable), for tests and as the simplest stiff method.
+IMPLICIT_EULER = ButcherTableau("implicit_euler", c=(1.0,), a=((),), b=(1.0,), order=1,
+                                dense=((1.0,),), dense_order=1, diagonal=(1.0,))
+
+# Kværnø's ESDIRK 3(2) and 5(4) (Kværnø 2004, "Singly diagonally implicit Runge–Kutta
+# methods with an explicit first stage"; the coefficients as in diffrax's Kvaerno3/5):
+# L-stable and stiffly accurate (b is the last row of a, the new state the last stage),
+# with the cubic Hermite interpolant as continuous extension (as diffrax).
+_G3 = 0.43586652150
+_KVAERNO3_LAST = ((6 * _G3 - 1) / (12 * _G3), -1 / ((24 * _G3 - 12) * _G3),
+                  (-6 * _G3**2 + 6 * _G3 - 1) / (6 * _G3 - 3))
+_KVAERNO3_HAT = ((-4 * _G3**2 + 6 * _G3 - 1) / (4 * _G3), (-2 * _G3 + 1) / (4 * _G3), _G3)
+_KVAERNO3_B = (*_KVAERNO3_LAST, _G3)
+KVAERNO3 = ButcherTableau(
+    "kvaerno3",
+    c=(0.0, 2 * _G3, 1.0, 1.0),
+    a=((), (_G3,), _KVAERNO3_HAT[:2], _KVAERNO3_LAST),
+    b=_KVAERNO3_B,
+    order=3,
+    b_error=tuple(b - bh for b, bh in zip(_KVAERNO3_B, (*_KVAERNO3_HAT, 0.0))),
+    dense=hermite(_KVAERNO3_B),
+    dense_order=3,
+    diagonal=(0.0, _G3, _G3, _G3),
+)
+
+_G5 = 0.26
+_KVAERNO5_A = (
+    (),
+    (_G5,),
+    (0.13, 0.84033320996790809),
+    (0.22371961478320505, 0.47675532319799699, -0.06470895363112615),
+    (0.16648564323248321, 0.10450018841591720, 0.03631482272098715, -0.13090704451073998),
+    (0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141,
+     0.61943039072480676),
+    (0.13659751177640291, 0.0, -0.05496908796538376, -0.04118626728321046,
+     0.62993304899016403, 0.06962479448202728),
+)
+_KVAERNO5_B = (*_KVAERNO5_A[-1], _G5)
+KVAERNO5 = ButcherTableau(
+    "kvaerno5",
+    c=(0.0, 0.52, 1.230333209967908, 0.8957659843500759, 0.43639360985864756, 1.0, 1.0),
+    a=_KVAERNO5_A,
+    b=_KVAERNO5_B,
+    order=5,
+    b_error=tuple(b - bh for b, bh in zip(_KVAERNO5_B, (*_KVAERNO5_A[-2], _G5, 0.0))),
+    dense=hermite(_KVAERNO5_B),
+    dense_order=3,
+    diagonal=(0.0, *(_G5,) * 6),
+)
+
 _METHODS = (EULER, MIDPOINT, RK4, HEUN_EULER, BOSH3, DOPRI5, DOPRI5_CLASSIC, TSIT5, DOPRI8,
-            HEUN2, HEUN3, RK4_38, FEHLBERG2)
+            HEUN2, HEUN3, RK4_38, FEHLBERG2, IMPLICIT_EULER, KVAERNO3, KVAERNO5)
 ALIASES = {"rk2": "midpoint", "rk12": "heun_euler", "adaptive_heun": "heun_euler",
            "rk23": "bosh3", "rk45": "dopri5"}
 

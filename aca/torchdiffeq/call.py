@@ -30,6 +30,8 @@ METHODS: dict[str, str] = {
     "euler": "euler", "midpoint": "midpoint", "heun2": "heun2", "heun3": "heun3", "rk4": "rk4_38",
     "adaptive_heun": "heun_euler", "fehlberg2": "fehlberg2", "bosh3": "bosh3",
     "dopri5": "dopri5", "tsit5": "tsit5", "dopri8": "dopri8",
+    # aca's own (torchdiffeq has no implicit Runge-Kutta methods)
+    "implicit_euler": "implicit_euler", "kvaerno3": "kvaerno3", "kvaerno5": "kvaerno5",
 }
 #: scipy's solve_ivp in place of aca's loop (the tableau of ``METHODS`` is then unused)
 SCIPY = "scipy_solver"
@@ -77,7 +79,7 @@ class TupleState:
 def check_method(method: str | None, what: str = "method") -> str:
     method = "dopri5" if method is None else method
     if method not in METHODS and method != SCIPY:
-        why = " (aca solves with explicit Runge-Kutta methods only)" * (method in _NOT_EXPLICIT_RK)
+        why = " (aca solves with Runge-Kutta methods only)" * (method in _NOT_EXPLICIT_RK)
         raise UnknownSolverError(f"{what} {method!r} is not supported by aca.torchdiffeq{why}; "
                                  f"choose one of: {', '.join(METHODS)}, {SCIPY}")
     return method

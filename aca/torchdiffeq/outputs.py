@@ -139,7 +139,8 @@ def event_root(problem: Problem, event: Callable, start: Tensor, y: Tensor, h: f
     def phi(tau: float) -> float:
         step = torch.full_like(start, tau)
         return float(event(start.reshape(()) + tau, rk_step(problem.rhs, start, y, step,
-                                                            problem.tableau).y))
+                                                            problem.tableau,
+                                                            newton=problem.newton).y))
     a, b, fa, fb = 0.0, h, phi(0.0), phi(h)
     tol = max(tol, 4 * math.ulp(abs(start.item()) + abs(h)))
     for _ in range(100):

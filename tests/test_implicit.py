@@ -1,0 +1,230 @@
+"""Implicit (stiff) solvers (issue 30): implicit Euler, Kværnø 3(2) and 5(4) with Newton
+stages. Their order and L-stability, ACA's implicit-function-theorem gradient equal to
+autograd through the converged Newton iterations, Robertson's gradient against an
+independent reference (finite differences of scipy's Radau), and every combination that
+cannot give a right gradient refused."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+from torch import nn
+
+import aca
+import aca.torchdiffeq as tdq
+from aca.solvers import SOLVERS
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+IMPLICIT = ["implicit_euler", "kvaerno3", "kvaerno5"]
+TIGHT = {"newton_tol": 1e-10, "newton_iterations": 50}
+
+
+def riccati(t, y):
+    return -2 * t * y**2
+
+
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_order_of_convergence(name):
+    tableau = SOLVERS[name]
+    h = {1: 0.02, 3: 0.05, 5: 0.1}[tableau.order]
+
+    def error(step: float) -> float:
+        ys = aca.odeint(riccati, torch.ones(1), [0.0, 2.0], solver=name, step_size=step, **TIGHT)
+        return abs(ys[-1].item() - 1 / 5)
+
+    observed = math.log2(error(h) / error(h / 2))
+    assert abs(observed - tableau.order) < 0.35, observed
+
+
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_l_stable_on_a_very_stiff_decay(name):
+    """y' = -1e6 y with h = 1: the implicit methods damp (R(∞) = 0); dopri5 explodes."""
+    y0 = torch.ones(1)
+    ys = aca.odeint(lambda t, y: -1e6 * y, y0, [0.0, 5.0], solver=name, step_size=1.0)
+    assert abs(ys[-1].item()) < 1e-5
+    with pytest.raises(aca.NonFiniteStateError):
+        aca.odeint(lambda t, y: -1e6 * y, y0, [0.0, 500.0], solver="dopri5", step_size=1.0)
+
+
+@pytest.mark.parametrize("name", ["kvaerno3", "kvaerno5"])
+def test_adaptive_steps_follow_the_slow_solution(name):
+    """y' = -1e6 (y - cos t): after the transient, steps follow cos t, not the 1e-6 scale."""
+    stats = aca.SolveStats()
+    ys = aca.odeint(lambda t, y: -1e6 * (y - torch.cos(t)), torch.zeros(1), [0.0, 10.0],
+                    solver=name, rtol=1e-6, atol=1e-9, stats=stats)
+    exact = (1e12 * math.cos(10.0) + 1e6 * math.sin(10.0)) / (1e12 + 1)
+    assert ys[-1].item() == pytest.approx(exact, abs=1e-5)
+    assert stats.accepted < 500
+
+
+def cubic(k):
+    return lambda t, y: -k * y**3 + torch.sin(t).reshape(-1, *(1,) * (y.dim() - 1))
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("name", IMPLICIT)
+def test_aca_equals_autograd_through_the_converged_steps(name, per_sample):
+    """On a fixed grid (step sizes are constants for both): ACA's implicit-function-theorem
+    derivative of each converged stage against naive's autograd through the Newton
+    iterations, converged to round-off; parameters, y0 and (shared steps) the output
+    times, read inside steps."""
+    y0 = torch.tensor([[1.0, 0.5], [0.7, -0.3], [1.2, 0.1]])
+    grads = {}
+    for gradient in ("aca", "naive"):
+        k = torch.tensor(1.3, requires_grad=True)
+        start = y0.clone().requires_grad_()
+        times = torch.tensor([0.0, 0.43, 1.07], requires_grad=not per_sample)
+        ys = aca.odeint(cubic(k), start, times, solver=name, gradient=gradient,
+                        step_size=0.05, params=[k], per_sample=per_sample, **TIGHT)
+        (ys[1:] ** 2).sum().backward()
+        grads[gradient] = torch.cat([k.grad.reshape(1), start.grad.reshape(-1),
+                                     *([] if per_sample else [times.grad])])
+    assert torch.allclose(grads["aca"], grads["naive"], rtol=1e-10, atol=1e-12)
+
+
+def robertson(k):
+    def f(t, y):
+        y1, y2, y3 = y.unbind(-1)
+        return torch.stack([-k[0] * y1 + k[2] * y2 * y3,
+                            k[0] * y1 - k[2] * y2 * y3 - k[1] * y2**2, k[1] * y2**2], -1)
+    return f
+
+
+ROBERTSON_K = (0.04, 3e7, 1e4)
+ROBERTSON_WEIGHT = (1.0, 1e4, 0.0)  # y3 = 1 - y1 - y2: its weight would add nothing
+
+
+@pytest.fixture(scope="module")
+def robertson_reference() -> np.ndarray:
+    """d(w·y(T))/d(log k) and d/dy0 by central differences of scipy's Radau at rtol 1e-12
+    (with the exact Jacobian): independent of aca."""
+    weight = np.array(ROBERTSON_WEIGHT)
+
+    def loss(k, y0):
+        def f(t, y):
+            return [-k[0] * y[0] + k[2] * y[1] * y[2],
+                    k[0] * y[0] - k[2] * y[1] * y[2] - k[1] * y[1] ** 2, k[1] * y[1] ** 2]
+
+        def jac(t, y):
+            return [[-k[0], k[2] * y[2], k[2] * y[1]],
+                    [k[0], -k[2] * y[2] - 2 * k[1] * y[1], -k[2] * y[1]], [0, 2 * k[1] * y[1], 0]]
+        solution = solve_ivp(f, (0.0, 1e5), y0, method="Radau", rtol=1e-12, atol=1e-17, jac=jac)
+        return weight @ solution.y[:, -1]
+
+    k, y0 = np.array(ROBERTSON_K), np.array([1.0, 0.0, 0.0])
+    grads = []
+    for i in range(3):
+        up, down = k.copy(), k.copy()
+        up[i], down[i] = k[i] * (1 + 1e-4), k[i] * (1 - 1e-4)
+        grads.append((loss(up, y0) - loss(down, y0)) / 2e-4)
+    for i in range(3):
+        step = np.eye(3)[i] * 1e-5
+        grads.append((loss(k, y0 + step) - loss(k, y0 - step)) / 2e-5)
+    return np.array(grads)
+
+
+def test_robertson_gradient_matches_an_independent_reference(robertson_reference):
+    """Robertson's kinetics over [0, 1e5] (stiffness ratio ~1e11): kvaerno5 in about 100
+    steps; the gradient w.r.t. (k1, k2, k3) and y0 within 1e-6 of the reference. dopri5
+    cannot take the same problem in 5 000 steps."""
+    k = torch.tensor(ROBERTSON_K, requires_grad=True)
+    y0 = torch.tensor([1.0, 0.0, 0.0], requires_grad=True)
+    stats = aca.SolveStats()
+    ys = aca.odeint(robertson(k), y0, torch.tensor([0.0, 1e5]), solver="kvaerno5", rtol=1e-7,
+                    atol=1e-11, params=[k], stats=stats)
+    (torch.tensor(ROBERTSON_WEIGHT) * ys[-1]).sum().backward()
+    ours = torch.cat([k.grad * k.detach(), y0.grad]).numpy()
+    error = np.abs(ours - robertson_reference) / np.abs(robertson_reference)
+    assert error.max() < 1e-6, error
+    assert stats.accepted < 300
+    with pytest.raises(aca.MaxStepsExceededError):
+        aca.odeint(robertson(k.detach()), y0.detach(), torch.tensor([0.0, 1e5]),
+                   solver="dopri5", rtol=1e-7, atol=1e-11, max_steps=5_000)
+
+
+def test_a_newton_failure_rejects_the_step_or_is_named():
+    """Adaptive: a stage that does not converge rejects the step, which shrinks; the
+    solve still ends right. Fixed grid: NewtonConvergenceError names the way out."""
+    stiff = lambda t, y: -1e3 * (y - torch.cos(t)) - y**3  # noqa: E731
+    y0 = torch.tensor([10.0])
+    runs = {}
+    for iterations in (2, 10):
+        stats = aca.SolveStats()
+        ys = aca.odeint(stiff, y0, [0.0, 1.0], solver="kvaerno3", rtol=1e-6, atol=1e-9,
+                        newton_iterations=iterations, stats=stats)
+        runs[iterations] = (ys[-1].item(), stats.rejected)
+    assert runs[2][1] > 10 * runs[10][1]  # two iterations fail far more often: rejected
+    assert runs[2][0] == pytest.approx(runs[10][0], rel=1e-6)
+    with pytest.raises(aca.NewtonConvergenceError, match="smaller step_size"):
+        aca.odeint(stiff, y0, [0.0, 1.0], solver="implicit_euler", step_size=0.5,
+                   newton_tol=1e-14, newton_iterations=1)
+
+
+def test_the_adjoint_refuses_an_implicit_reverse_solve():
+    k = torch.tensor(1.0, requires_grad=True)
+    with pytest.raises(aca.InvalidOptionError, match="gradient='aca'"):
+        aca.odeint(cubic(k), torch.ones(2), [0.0, 1.0], solver="kvaerno5", gradient="adjoint",
+                   params=[k])
+    with pytest.raises(aca.InvalidOptionError, match="implicit kvaerno3"):
+        aca.odeint(cubic(k), torch.ones(2), [0.0, 1.0], gradient=aca.Adjoint(solver="kvaerno3"),
+                   params=[k])
+    # the forward implicit, the reverse explicit: allowed, and close to ACA's
+    grads = []
+    for gradient in (aca.Adjoint(solver="dopri5", rtol=1e-10, atol=1e-12), "aca"):
+        k.grad = None
+        ys = aca.odeint(cubic(k), torch.ones(2), [0.0, 1.0], solver="kvaerno5", rtol=1e-10,
+                        atol=1e-12, gradient=gradient, params=[k])
+        ys[-1].sum().backward()
+        grads.append(k.grad.item())
+    assert grads[0] == pytest.approx(grads[1], rel=1e-6)
+
+
+def test_random_draws_inside_an_implicit_stage_are_refused():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).double().train()
+    with pytest.raises(aca.RandomStateError, match="Newton"):
+        aca.odeint(lambda t, y: model(y), torch.ones(1, 2), [0.0, 1.0], solver="kvaerno3",
+                   params=list(model.parameters()))
+
+
+def test_a_state_too_large_for_a_dense_jacobian_is_refused():
+    with pytest.raises(aca.InvalidOptionError, match="per_sample=True"):
+        aca.odeint(lambda t, y: -y, torch.ones(100, 30), [0.0, 1.0], solver="kvaerno3")
+    ys = aca.odeint(lambda t, y: -y, torch.ones(100, 30), [0.0, 1.0], solver="kvaerno3",
+                    per_sample=True, rtol=1e-8, atol=1e-10)
+    assert torch.allclose(ys[-1], torch.full((100, 30), math.exp(-1.0)), rtol=1e-7)
+
+
+def test_torchdiffeq_names_them_as_aca_does():
+    y0 = torch.tensor([1.0, 0.5])
+    ours = aca.odeint(lambda t, y: -y, y0, [0.0, 1.0], solver="kvaerno5", rtol=1e-8,
+                      atol=1e-10)
+    dropin = tdq.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0]), method="kvaerno5",
+                        rtol=1e-8, atol=1e-10)
+    assert torch.allclose(ours, dropin, rtol=1e-12)
+
+
+def test_a_func_mixing_samples_is_refused_per_sample():
+    """Per-sample Newton uses one Jacobian block per sample: a func coupling the samples
+    would make ACA's implicit-function-theorem derivative miss the coupling."""
+    mixing = lambda t, y: -y + 0.1 * y.mean(0, keepdim=True)  # noqa: E731
+    with pytest.raises(aca.InvalidOptionError, match="mixes samples"):
+        aca.odeint(mixing, torch.ones(3, 2), [0.0, 1.0], solver="kvaerno3", per_sample=True)
+    ys = aca.odeint(mixing, torch.ones(3, 2), [0.0, 1.0], solver="kvaerno3")  # shared: fine
+    assert torch.isfinite(ys).all()
+
+
+def test_an_odeblock_trains_with_an_implicit_solver():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    block = aca.ODEBlock(net, solver="kvaerno3", rtol=1e-6, atol=1e-8)
+    x = torch.randn(4, 3)
+    block(x).square().sum().backward()
+    ours = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    block = aca.ODEBlock(net, solver="kvaerno3", rtol=1e-6, atol=1e-8, gradient="naive")
+    block(x).square().sum().backward()
+    for mine, naive in zip(ours, (p.grad for p in net.parameters())):
+        assert torch.allclose(mine, naive, rtol=1e-3, atol=1e-6)  # naive also moves h
