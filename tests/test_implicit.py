@@ -228,3 +228,17 @@ def test_an_odeblock_trains_with_an_implicit_solver():
     block(x).square().sum().backward()
     for mine, naive in zip(ours, (p.grad for p in net.parameters())):
         assert torch.allclose(mine, naive, rtol=1e-3, atol=1e-6)  # naive also moves h
+
+
+@pytest.mark.parametrize("entry", ["odeint", "odeint_aca"])
+def test_a_torchdiffeq_event_time_and_its_gradient(entry):
+    """y' = -k y from 1 until y = 1/2: t* = ln 2 / k, dt*/dk = -ln 2 / k²."""
+    k = torch.tensor(2.0, requires_grad=True)
+    kwargs = {"params": (k,)} if entry == "odeint_aca" else {}
+    event_t, _ = tdq.odeint_event(lambda t, y: -k * y, torch.tensor([1.0]), torch.tensor(0.0),
+                                  event_fn=lambda t, y: y[0] - 0.5, method="kvaerno5",
+                                  rtol=1e-10, atol=1e-12, odeint_interface=getattr(tdq, entry),
+                                  **kwargs)
+    event_t.backward()
+    assert event_t.item() == pytest.approx(math.log(2) / 2, rel=1e-9)
+    assert k.grad.item() == pytest.approx(-math.log(2) / 4, rel=1e-8)
