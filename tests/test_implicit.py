@@ -49,6 +49,19 @@ def test_l_stable_on_a_very_stiff_decay(name):
         aca.odeint(lambda t, y: -1e6 * y, y0, [0.0, 500.0], solver="dopri5", step_size=1.0)
 
 
+@pytest.mark.parametrize("rtol", [1e-5, 1e-6, 1e-7])
+def test_float32_below_its_resolution(rtol):
+    """A Newton tolerance finer than float32 resolves (newton_tol·rtol < eps) stops at
+    the residual's rounding instead of rejecting every step (MaxStepsExceededError before)."""
+    y0 = torch.tensor([1.0, 2.0], dtype=torch.float32, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float32)
+    ys = aca.odeint(lambda t, y: -y, y0, t, solver="kvaerno5", rtol=rtol, atol=rtol * 1e-2)
+    ys[-1].sum().backward()
+    assert ys.dtype == torch.float32
+    assert torch.allclose(ys[-1].double(), y0.detach().double() * math.exp(-1), atol=1e-5)
+    assert torch.allclose(y0.grad.double(), torch.full((2,), math.exp(-1)), atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["kvaerno3", "kvaerno5"])
 def test_adaptive_steps_follow_the_slow_solution(name):
     """y' = -1e6 (y - cos t): after the transient, steps follow cos t, not the 1e-6 scale."""

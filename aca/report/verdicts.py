@@ -5,6 +5,7 @@ and "missing" while a record is absent."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,6 +41,17 @@ def compare(ours: Sequence[float], theirs: Sequence[float], higher_is_better: bo
     noise = NOISE_MARGIN * max(statistics.stdev(values) if len(values) > 1 else 0.0
                                for values in (ours, theirs))
     lead = (center(ours) - center(theirs)) * (1 if higher_is_better else -1)
+    return REPRODUCED if lead > noise else NOT_REPRODUCED if -lead > noise else INCONCLUSIVE
+
+
+def compare_paired(ours: Sequence[float], theirs: Sequence[float]) -> str:
+    """For timings run side by side (``ours[i]`` and ``theirs[i]`` back to back, so a slow
+    spell of a shared machine slows both): REPRODUCED when the log ratios ``ours/theirs``
+    lie below 1 by more than NOISE_MARGIN times their standard deviation, NOT_REPRODUCED
+    when above by more, INCONCLUSIVE inside. Lower is better (times)."""
+    logs = [math.log(a / b) for a, b in zip(ours, theirs, strict=True)]
+    noise = NOISE_MARGIN * (statistics.stdev(logs) if len(logs) > 1 else 0.0)
+    lead = -statistics.fmean(logs)
     return REPRODUCED if lead > noise else NOT_REPRODUCED if -lead > noise else INCONCLUSIVE
 
 

@@ -6,7 +6,8 @@ or one sample with ``per_sample=True``) gets its own dense Jacobian of ``f`` at 
 step's start (one evaluation and ``N`` vector-Jacobian products for ``N`` values per
 group; with ``per_sample=True`` samples must not interact), and ``I - hγ J`` is
 factorised once per step for all its stages (a simplified Newton iteration). A group
-stops iterating once its scaled update is below ``tol`` (each group's stage is then its
+stops iterating once its scaled update is below ``tol``, or below the residual's rounding
+where the tolerance is finer than the dtype resolves (each group's stage is then its
 own: what other groups of the batch do does not change it, so ACA's rebuild of one step
 reproduces the forward's stages exactly).
 
@@ -88,6 +89,17 @@ def check_size(y: Tensor, groups: int, newton: Newton) -> None:
             "interact, or an explicit solver")
 
 
+def _scale(z: Tensor, base: Tensor, newton: Newton, groups: int) -> Tensor:
+    """What an update is measured against: the solve's ``atol + rtol·|z|``, but never
+    below the rounding of the residual ``z - base - hγf`` (8 ulps of ``|z| + |base|``,
+    over ``tol``): a tolerance finer than the dtype's resolution (float32 at rtol 1e-6)
+    would otherwise never be met, and every step would be rejected."""
+    z, base = z.detach().reshape(groups, -1), base.detach().reshape(groups, -1)
+    scale = z.abs().mul(newton.rtol).add(newton.atol)
+    rounding = (z.abs() + base.abs()).mul(8 * torch.finfo(z.dtype).eps / newton.tol)
+    return torch.maximum(scale, rounding).clamp_min(torch.finfo(z.dtype).tiny)
+
+
 def solve_stage(func: Func, t: Tensor, base: Tensor, hg: Tensor, guess: Tensor,
                 factors: tuple[Tensor, Tensor], newton: Newton, groups: int
                 ) -> tuple[Tensor, int, Tensor]:
@@ -104,9 +116,7 @@ def solve_stage(func: Func, t: Tensor, base: Tensor, hg: Tensor, guess: Tensor,
         nfe += 1
         update = torch.linalg.lu_solve(*factors, residual.reshape(groups, -1, 1).to(
             factors[0].dtype)).to(z.dtype).reshape(groups, -1)
-        scale = z.detach().reshape(groups, -1).abs().mul(newton.rtol).add(newton.atol)
-        scale = scale.clamp_min(torch.finfo(scale.dtype).tiny)  # atol = 0 at a zero value
-        size = torch.linalg.vector_norm(update.detach() / scale, dim=1)
+        size = torch.linalg.vector_norm(update.detach() / _scale(z, base, newton, groups), dim=1)
         size = size * update.shape[1] ** -0.5
         flat = z.reshape(groups, -1)
         z = torch.where((done | failed).view(-1, 1), flat, flat - update).reshape(shape)

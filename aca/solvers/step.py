@@ -77,7 +77,8 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     # gets them; stages at the step's end see it from inside (torchdiffeq's convention)
     end = end_from_inside(t_y, t + h, y.dtype) if 1.0 in tableau.c else None
     if tableau.implicit:
-        ks, nfe, converged = _implicit_stages(func, t, y, h, tableau, k1, k1_time, end, newton)
+        ks, nfe, converged = _implicit_stages(func, t, y, h, t_y, h_y, tableau, k1, k1_time,
+                                              end, newton)
         y_new = torch.addcmul(y, combine(tableau.b, ks), h_y)
         error = combine(tableau.b_error, ks) * h_y if with_error else None
         if not bool(converged.all()):
@@ -109,9 +110,9 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     return Step(y_new, error, k_last, nfe, ks)
 
 
-def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau,
-                     k1: Tensor | None, k1_time: Tensor | None, end: Tensor | None,
-                     newton: Newton) -> tuple[list[Tensor], int, Tensor]:
+def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, t_y: Tensor, h_y: Tensor,
+                     tableau: ButcherTableau, k1: Tensor | None, k1_time: Tensor | None,
+                     end: Tensor | None, newton: Newton) -> tuple[list[Tensor], int, Tensor]:
     """The stages of a diagonally implicit step, their evaluations and which groups'
     Newton iterations converged. ``k_i = (z_i - base_i) / (hγ)``: the stage derivative
     from the stage equation (exact at the converged ``z_i``, without the amplification
@@ -119,7 +120,6 @@ def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: Butch
     if newton is None:
         raise ValueError(f"{tableau.name} is implicit: rk_step needs newton=Newton(rtol, atol)")
     groups = h.numel()
-    t_y, h_y = t.to(y.dtype), h.to(y.dtype)
     ks: list[Tensor] = []
     factors: dict[float, tuple[Tensor, Tensor]] = {}
     converged = torch.ones(groups, dtype=torch.bool, device=y.device)
