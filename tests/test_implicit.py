@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import script_module
 from scipy.integrate import solve_ivp
 from torch import nn
 
@@ -255,3 +256,21 @@ def test_a_torchdiffeq_event_time_and_its_gradient(entry):
     event_t.backward()
     assert event_t.item() == pytest.approx(math.log(2) / 2, rel=1e-9)
     assert k.grad.item() == pytest.approx(-math.log(2) / 4, rel=1e-8)
+
+
+def test_stiff_benchmark_solves_what_scipy_solves():
+    """scripts/bench_stiff.py: the two libraries' vector fields and Jacobians are one
+    problem (aca's end state within the tolerance of scipy's tight Radau) and the table
+    has a row per solver."""
+    with script_module("bench_stiff") as bench:
+        problem = bench.PROBLEMS["robertson"]
+        y = np.array([0.9, 2e-5, 0.1])
+        f = problem.torch_f(torch.zeros(()), torch.tensor(y)).numpy()
+        assert np.allclose(f, problem.numpy_f(0.0, y), rtol=1e-14)
+        jac = torch.autograd.functional.jacobian(lambda v: problem.torch_f(torch.zeros(()), v),
+                                                 torch.tensor(y)).numpy()
+        assert np.allclose(jac, problem.jac(0.0, y), rtol=1e-14)
+        rows = bench.rows_for(problem, 1e-6, ["kvaerno5"], repeats=1)
+    assert [row["solver"] for row in rows] == ["scipy Radau", "scipy BDF", "scipy LSODA",
+                                               "aca kvaerno5"]
+    assert rows[-1]["end_error"] < 1e-4 and rows[-1]["fwd_bwd_s"] > 0
