@@ -25,6 +25,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import aca
+from aca.report.format import markdown_table
 
 ROBERTSON_K = (0.04, 3e7, 1e4)
 MU = 1000.0
@@ -112,7 +113,7 @@ def rows_for(problem: Stiff, rtol: float, solvers: list[str], repeats: int) -> l
             problem.numpy_f, (0.0, problem.t1), problem.y0, method=method, rtol=rtol,
             atol=atol, jac=problem.jac), repeats)
         rows.append({"problem": problem.name, "rtol": rtol, "solver": f"scipy {method}",
-                     "forward_s": seconds, "fwd_bwd_s": None, "steps": len(solution.t) - 1,
+                     "forward_s": seconds, "fwd_bwd_s": "–", "steps": len(solution.t) - 1,
                      "nfe": solution.nfev, "jacobians": solution.njev,
                      "end_error": error(solution.y[:, -1])})
     t = torch.tensor([0.0, problem.t1], dtype=torch.float64)
@@ -144,18 +145,8 @@ def rows_for(problem: Stiff, rtol: float, solvers: list[str], repeats: int) -> l
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    keys = ["problem", "rtol", "solver", "forward_s", "time_vs_radau", "fwd_bwd_s", "steps",
-            "nfe", "jacobians", "end_error"]
-
-    def cell(value: object) -> str:
-        if value is None:
-            return "–"
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(row[key]) for key in keys) + " |" for row in rows]
-    return "\n".join(lines)
+KEYS = ["problem", "rtol", "solver", "forward_s", "time_vs_radau", "fwd_bwd_s", "steps", "nfe",
+        "jacobians", "end_error"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, rtol in settings:
         rows += rows_for(PROBLEMS[name], rtol, args.solvers, args.repeats)
-    print(markdown(rows))
+    print(markdown_table(KEYS, [[row[key] for key in KEYS] for row in rows]))
     print("\njacobians: scipy's evaluations of the exact Jacobian; aca's step attempts (one "
           "Jacobian by vector-Jacobian products per attempt). end_error: max |y - ref| / "
           "(atol + |ref|), ref = Radau at rtol 1e-12.")

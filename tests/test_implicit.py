@@ -63,6 +63,24 @@ def test_float32_below_its_resolution(rtol):
     assert torch.allclose(y0.grad.double(), torch.full((2,), math.exp(-1)), atol=1e-5)
 
 
+@pytest.mark.parametrize("gradient", ["aca", "naive"])
+def test_float32_below_its_resolution_per_sample(gradient):
+    """The rounding floor per sample (each its own |z| and |base|), with naive's gradient
+    through the iterations as with ACA's: samples 1e3 apart in size, each within float32's
+    reach of the closed form, value and gradient."""
+    y0 = torch.tensor([[1.0, 2.0], [1e3, -3e3]], dtype=torch.float32, requires_grad=True)
+    k = torch.tensor(1.5, dtype=torch.float32, requires_grad=True)
+    t = torch.tensor([0.0, 1.0], dtype=torch.float32)
+    ys = aca.odeint(lambda t, y: -k * y, y0, t, solver="kvaerno5", rtol=1e-6, atol=1e-8,
+                    per_sample=True, gradient=gradient, params=[k])
+    ys[-1].sum().backward()
+    decay = math.exp(-1.5)
+    y0_ = y0.detach().double()
+    assert torch.allclose(ys[-1].double(), y0_ * decay, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(y0.grad.double(), torch.full((2, 2), decay), rtol=1e-5)
+    assert k.grad.double().item() == pytest.approx(-(y0_.sum() * decay).item(), rel=1e-4)
+
+
 @pytest.mark.parametrize("name", ["kvaerno3", "kvaerno5"])
 def test_adaptive_steps_follow_the_slow_solution(name):
     """y' = -1e6 (y - cos t): after the transient, steps follow cos t, not the 1e-6 scale."""

@@ -296,16 +296,16 @@ def _time_verdict(aca: dict[str, dict], other: dict[str, dict], name: str
     ratio is free of the shared machine's drift between sweeps, which the seeds' spread
     within one sweep does not measure (issue 28)."""
     seeds = sorted(set(aca) & set(other))
-    ours_s = [aca[seed]["wall_time_s"] for seed in seeds]
-    theirs_s = [other[seed]["wall_time_s"] for seed in seeds]
-    ratios = [a / b for a, b in zip(ours_s, theirs_s)]
     if len(seeds) < MIN_SEEDS:
         return (f"{len(seeds)} seeds with both methods", INCONCLUSIVE,
                 f"fewer than {MIN_SEEDS} seeds run with both methods to pair")
+    aca_s = [aca[seed]["wall_time_s"] for seed in seeds]
+    other_s = [other[seed]["wall_time_s"] for seed in seeds]
+    ratios = [a / b for a, b in zip(aca_s, other_s)]
     ours = (f"ACA/{name} training time per seed: {format_cell(statistics.median(ratios))}x "
             f"median ({format_cell(min(ratios))}–{format_cell(max(ratios))}, {len(seeds)} "
-            f"seeds); ACA {spread(ours_s)} s, {name} {spread(theirs_s)} s")
-    verdict = compare_paired(ours_s, theirs_s)
+            f"seeds); ACA {spread(aca_s)} s, {name} {spread(other_s)} s")
+    verdict = compare_paired(aca_s, other_s)
     why = {REPRODUCED: "ACA faster in each seed's pair beyond the pairs' spread",
            NOT_REPRODUCED: f"{name} faster in each seed's pair beyond the pairs' spread",
            INCONCLUSIVE: "the per-seed time ratios straddle 1 within their spread"}[verdict]

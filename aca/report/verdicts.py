@@ -38,20 +38,24 @@ def compare(ours: Sequence[float], theirs: Sequence[float], higher_is_better: bo
     """REPRODUCED when ``ours`` is ahead of ``theirs`` (``center`` of each) by more than
     NOISE_MARGIN times the larger sample standard deviation, NOT_REPRODUCED when behind by
     more, INCONCLUSIVE inside that margin."""
-    noise = NOISE_MARGIN * max(statistics.stdev(values) if len(values) > 1 else 0.0
-                               for values in (ours, theirs))
-    lead = (center(ours) - center(theirs)) * (1 if higher_is_better else -1)
-    return REPRODUCED if lead > noise else NOT_REPRODUCED if -lead > noise else INCONCLUSIVE
+    noise = max(statistics.stdev(values) if len(values) > 1 else 0.0 for values in (ours, theirs))
+    return _judge((center(ours) - center(theirs)) * (1 if higher_is_better else -1), noise)
 
 
 def compare_paired(ours: Sequence[float], theirs: Sequence[float]) -> str:
     """For timings run side by side (``ours[i]`` and ``theirs[i]`` back to back, so a slow
-    spell of a shared machine slows both): REPRODUCED when the log ratios ``ours/theirs``
-    lie below 1 by more than NOISE_MARGIN times their standard deviation, NOT_REPRODUCED
-    when above by more, INCONCLUSIVE inside. Lower is better (times)."""
+    spell of a shared machine slows both): REPRODUCED when the mean log ratio
+    ``log(ours/theirs)`` is below 0 by more than NOISE_MARGIN times the log ratios' standard
+    deviation, NOT_REPRODUCED when above by more, INCONCLUSIVE inside. Lower is better
+    (times)."""
     logs = [math.log(a / b) for a, b in zip(ours, theirs, strict=True)]
-    noise = NOISE_MARGIN * (statistics.stdev(logs) if len(logs) > 1 else 0.0)
-    lead = -statistics.fmean(logs)
+    return _judge(-statistics.fmean(logs), statistics.stdev(logs) if len(logs) > 1 else 0.0)
+
+
+def _judge(lead: float, spread: float) -> str:
+    """REPRODUCED when ``lead`` exceeds NOISE_MARGIN times ``spread``, NOT_REPRODUCED when
+    it falls below minus that, INCONCLUSIVE inside."""
+    noise = NOISE_MARGIN * spread
     return REPRODUCED if lead > noise else NOT_REPRODUCED if -lead > noise else INCONCLUSIVE
 
 
