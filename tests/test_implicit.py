@@ -81,6 +81,25 @@ def test_float32_below_its_resolution_per_sample(gradient):
     assert k.grad.double().item() == pytest.approx(-(y0_.sum() * decay).item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("gradient", ["aca", "naive"])
+def test_a_sample_solves_as_it_would_alone(gradient):
+    """per_sample=True: a sample whose Newton iterations converge at once gets the same
+    bits beside a sample that needs many (a converged sample stops iterating) as alone,
+    value and gradient."""
+    def solve(y0):
+        y0 = y0.clone().requires_grad_()
+        ys = aca.odeint(lambda t, y: -y**3 + 20 * torch.sin(t).unsqueeze(-1), y0, [0.0, 0.4, 1.0],
+                        solver="kvaerno5", rtol=1e-7, atol=1e-9, per_sample=True,
+                        gradient=gradient)
+        ys.square().sum().backward()
+        return ys, y0.grad
+
+    pair = torch.tensor([[0.01, 0.02], [40.0, -35.0]])
+    ys, grad = solve(pair)
+    alone, alone_grad = solve(pair[:1])
+    assert torch.equal(ys[:, :1], alone) and torch.equal(grad[:1], alone_grad)
+
+
 @pytest.mark.parametrize("name", ["kvaerno3", "kvaerno5"])
 def test_adaptive_steps_follow_the_slow_solution(name):
     """y' = -1e6 (y - cos t): after the transient, steps follow cos t, not the 1e-6 scale."""

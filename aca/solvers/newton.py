@@ -89,46 +89,40 @@ def check_size(y: Tensor, groups: int, newton: Newton) -> None:
             "interact, or an explicit solver")
 
 
-def _scale(z: Tensor, base: Tensor, newton: Newton, groups: int) -> Tensor:
-    """What an update is measured against: the solve's ``atol + rtol·|z|``, but never
-    below the rounding of the residual ``z - base - hγf`` (8 ulps of ``|z| + |base|``,
-    over ``tol``): a tolerance finer than the dtype's resolution (float32 at rtol 1e-6)
-    would otherwise never be met, and every step would be rejected."""
-    z, base = z.detach().reshape(groups, -1), base.detach().reshape(groups, -1)
-    scale = z.abs().mul(newton.rtol).add(newton.atol)
-    rounding = (z.abs() + base.abs()).mul(8 * torch.finfo(z.dtype).eps / newton.tol)
-    return torch.maximum(scale, rounding).clamp_min(torch.finfo(z.dtype).tiny)
-
-
 def solve_stage(func: Func, t: Tensor, base: Tensor, hg: Tensor, guess: Tensor,
                 factors: tuple[Tensor, Tensor], newton: Newton, groups: int
                 ) -> tuple[Tensor, int, Tensor]:
     """The stage ``z = base + hγ f(t, z)`` from ``guess``: ``(z, evaluations, converged)``
-    with ``converged`` one flag per group (a group whose updates stop shrinking fails)."""
-    shape = base.shape
-    z = guess
-    done = torch.zeros(groups, dtype=torch.bool, device=base.device)
-    failed = torch.zeros_like(done)
-    previous = None
+    with ``converged`` one flag per group. Sizes are RMS over
+    ``max(atol + rtol·|z|, rounding)``; a group converged once its update is within
+    ``tol``, and fails if an update does not shrink. ``rounding`` is the residual
+    ``z - base - hγf``'s, 8 ulps of ``|z| + |base|`` over ``tol``: it keeps a tolerance
+    finer than the dtype resolves (float32 at rtol 1e-6) from failing every step."""
+    shape, columns = base.shape, (groups, -1, 1)  # each group's values: one column
+    z, base, hg = guess.reshape(columns), base.reshape(columns), hg.reshape(-1, 1, 1)
+    ulps = 8 * torch.finfo(base.dtype).eps / newton.tol
+    base_rounding = base.detach().abs().mul(ulps).clamp_min(torch.finfo(base.dtype).tiny)
+    limit = newton.tol * z.shape[1] ** 0.5  # on the scaled update's 2-norm: RMS <= tol
+    running = torch.ones(groups, 1, 1, dtype=torch.bool, device=base.device)
+    converged = torch.zeros_like(running)
+    previous = torch.full((groups, 1, 1), torch.inf, dtype=base.dtype, device=base.device)
     nfe = 0
     for _ in range(newton.max_iterations):
-        residual = z - base - hg * func(t, z)
+        residual = z - base - hg * func(t, z.reshape(shape)).reshape(columns)
         nfe += 1
-        update = torch.linalg.lu_solve(*factors, residual.reshape(groups, -1, 1).to(
-            factors[0].dtype)).to(z.dtype).reshape(groups, -1)
-        size = torch.linalg.vector_norm(update.detach() / _scale(z, base, newton, groups), dim=1)
-        size = size * update.shape[1] ** -0.5
-        flat = z.reshape(groups, -1)
-        z = torch.where((done | failed).view(-1, 1), flat, flat - update).reshape(shape)
-        newly = ~done & ~failed
-        done = done | (newly & (size <= newton.tol))
-        if previous is not None:
-            failed = failed | (newly & ~done & ~(size < previous))
-        failed = failed | (newly & ~torch.isfinite(size))
+        update = torch.linalg.lu_solve(*factors, residual)
+        magnitude = z.detach().abs()
+        scale = torch.maximum(magnitude * newton.rtol + newton.atol,
+                              torch.add(base_rounding, magnitude, alpha=ulps))
+        size = torch.linalg.vector_norm(update.detach() / scale, dim=1, keepdim=True)
+        z = torch.where(running, z - update, z)
+        within = size <= limit
+        converged = torch.where(running, within, converged)
+        running = running & ~within & (size < previous)  # NaN and inf stop too
         previous = size
-        if bool((done | failed).all()):
+        if not bool(running.any()):
             break
-    return z, nfe, done
+    return z.reshape(shape), nfe, converged.view(-1)
 
 
 def attach(func: Func, t: Tensor, base: Tensor, hg: Tensor, z: Tensor, groups: int) -> Tensor:
