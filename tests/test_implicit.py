@@ -100,6 +100,23 @@ def test_a_sample_solves_as_it_would_alone(gradient):
     assert torch.equal(ys[:, :1], alone) and torch.equal(grad[:1], alone_grad)
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("gradient", ["aca", "naive"])
+def test_a_non_contiguous_func_output_solves_as_a_contiguous_one(gradient, per_sample):
+    """Newton keeps stages as columns and reshapes func's output: a transposed (strided)
+    output gives the same bits, value and gradient, as the same values laid out densely."""
+    y0 = torch.tensor([[0.3, -1.2, 2.0], [0.7, 1.1, -0.4]], requires_grad=True)
+
+    def solve(func):
+        ys = aca.odeint(func, y0, [0.0, 1.0], solver="kvaerno5", rtol=1e-8, atol=1e-10,
+                        per_sample=per_sample, gradient=gradient)
+        return ys, torch.autograd.grad(ys[-1].sum(), y0)[0]
+
+    strided, dense = solve(lambda t, y: -2 * y.T.contiguous().T), solve(lambda t, y: -2 * y)
+    assert not (-2 * y0.T.contiguous().T).is_contiguous()
+    assert torch.equal(strided[0], dense[0]) and torch.equal(strided[1], dense[1])
+
+
 @pytest.mark.parametrize("name", ["kvaerno3", "kvaerno5"])
 def test_adaptive_steps_follow_the_slow_solution(name):
     """y' = -1e6 (y - cos t): after the transient, steps follow cos t, not the 1e-6 scale."""
