@@ -231,6 +231,38 @@ def test_a_newton_failure_rejects_the_step_or_is_named():
                    newton_tol=1e-14, newton_iterations=1)
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_naive_through_a_failed_newton_solve_stays_finite(per_sample):
+    """A stage whose Newton iteration fails gets an infinite error (the step is rejected);
+    naive's graph must not hold it (the norm's derivative there is 0 · inf = nan, which
+    made every gradient nan): the gradient is ACA's, up to naive's step-size path."""
+    k = torch.tensor(1e3, dtype=torch.float64, requires_grad=True)
+    stiff = lambda t, y: -k * (y - torch.cos(t).reshape(-1, 1)) - y**3  # noqa: E731
+    grads, counts = {}, {}
+    for gradient in ("aca", "naive"):
+        y0 = torch.tensor([[10.0], [0.5]] if per_sample else [[10.0]], dtype=torch.float64)
+        stats = aca.SolveStats()
+        ys = aca.odeint(stiff, y0, [0.0, 1.0], solver="kvaerno3", rtol=1e-5, atol=1e-8,
+                        newton_iterations=2, gradient=gradient, params=[k], stats=stats,
+                        per_sample=per_sample)
+        grads[gradient] = torch.autograd.grad(ys[-1].sum(), [k])[0]
+        counts[gradient] = (stats.accepted, stats.rejected)
+    assert counts["aca"] == counts["naive"] and counts["aca"][1] > 50  # Newton failures
+    assert grads["naive"].item() == pytest.approx(grads["aca"].item(), rel=1e-3)
+
+
+def test_a_newton_failure_at_min_step_fails_the_solve():
+    """torchdiffeq's min_step accepts a step at min_step whatever its error, but not one
+    whose stages were not solved (it returned nan, or moved on with unconverged stages
+    whose ACA gradient would not be the derivative of the solution): a named error."""
+    stiff = lambda t, y: -1e3 * (y - torch.cos(t)) - y**3  # noqa: E731
+    for min_step in (0.2, 0.5):
+        with pytest.raises(aca.NonFiniteStateError, match="Newton iteration failed"):
+            tdq.odeint(stiff, torch.tensor([100.0], dtype=torch.float64),
+                       torch.tensor([0.0, 1.0], dtype=torch.float64), method="kvaerno3",
+                       options={"min_step": min_step, "max_num_steps": 1000})
+
+
 def test_the_adjoint_refuses_an_implicit_reverse_solve():
     k = torch.tensor(1.0, requires_grad=True)
     with pytest.raises(aca.InvalidOptionError, match="gradient='aca'"):
@@ -312,19 +344,22 @@ def test_a_torchdiffeq_event_time_and_its_gradient(entry):
     assert k.grad.item() == pytest.approx(-math.log(2) / 4, rel=1e-8)
 
 
-def test_stiff_benchmark_solves_what_scipy_solves():
+def test_stiff_benchmark_solves_what_scipy_solves(robertson_reference):
     """scripts/bench_stiff.py: the two libraries' vector fields and Jacobians are one
-    problem (aca's end state within the tolerance of scipy's tight Radau) and the table
-    has a row per solver."""
+    problem (aca's end state and gradient within the tolerance of scipy's tight Radau)
+    and the table has a row per solver."""
     with script_module("bench_stiff") as bench:
         problem = bench.PROBLEMS["robertson"]
-        y = np.array([0.9, 2e-5, 0.1])
-        f = problem.torch_f(torch.zeros(()), torch.tensor(y)).numpy()
-        assert np.allclose(f, problem.numpy_f(0.0, y), rtol=1e-14)
-        jac = torch.autograd.functional.jacobian(lambda v: problem.torch_f(torch.zeros(()), v),
-                                                 torch.tensor(y)).numpy()
-        assert np.allclose(jac, problem.jac(0.0, y), rtol=1e-14)
-        rows = bench.rows_for(problem, 1e-6, ["kvaerno5"], repeats=1)
+        y, k = np.array([0.9, 2e-5, 0.1]), np.array(problem.params)
+        f = problem.torch_f(torch.zeros(()), torch.tensor(y), torch.tensor(k)).numpy()
+        assert np.allclose(f, problem.numpy_f(0.0, y, k), rtol=1e-14)
+        jac = torch.autograd.functional.jacobian(
+            lambda v: problem.torch_f(torch.zeros(()), v, torch.tensor(k)), torch.tensor(y))
+        assert np.allclose(jac.numpy(), problem.jac(0.0, y, k), rtol=1e-14)
+        exact = bench.reference(problem)
+        assert np.allclose(exact[1], robertson_reference, rtol=1e-6)  # the same loss
+        rows = bench.rows_for(problem, 1e-6, ["kvaerno5"], repeats=1, exact=exact)
     assert [row["solver"] for row in rows] == ["scipy Radau", "scipy BDF", "scipy LSODA",
                                                "aca kvaerno5"]
     assert rows[-1]["end_error"] < 1e-4 and rows[-1]["fwd_bwd_s"] > 0
+    assert rows[-1]["grad_error"] < 1e-4

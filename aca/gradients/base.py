@@ -214,8 +214,8 @@ def raise_for(solution: Solution, options: SolveOptions, controller: Controller)
     t = float(solution.t.detach().reshape(-1)[group])
     which = "some sample" if options.per_sample else "the solve"
     if code == Status.NON_FINITE:
-        newton = (" or the implicit solver's Newton iteration failed at every step size"
-                  if SOLVERS[options.solver].implicit else "")
+        newton = (" or the implicit solver's Newton iteration failed at every step size "
+                  "allowed" if SOLVERS[options.solver].implicit else "")
         raise NonFiniteStateError(f"the state or its derivative became non-finite "
                                   f"(nan/inf){newton} in {which} near t={t:g}")
     if code == Status.ZERO_SCALE:

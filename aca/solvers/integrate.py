@@ -326,8 +326,11 @@ def integrate(
 def _judge(controller: Controller, state: object, t: Tensor, t_next: Tensor, y: Tensor,
            step: Step, h: Tensor, landing: Tensor, running: Tensor, reject: Tensor | None
            ) -> tuple[Tensor, object, Tensor]:
-    """The controller's decision; a running group whose step does not move its time (a
-    step below the resolution of t) has underflowed."""
+    """The controller's decision (a group whose Newton iteration failed is rejected);
+    a running group whose step does not move its time (a step below the resolution of
+    t) has underflowed."""
+    if step.failed is not None:
+        reject = step.failed if reject is None else reject | step.failed
     accept, state, failed = controller.judge(state, t, t_next, y, step, h, landing, running,
                                              reject)
     return accept, state, failed.masked_fill(running & (h == 0), int(Status.UNDERFLOW))

@@ -28,13 +28,16 @@ Func = Callable[[Tensor, Tensor], Tensor]
 class Step(NamedTuple):
     """The result of one step: the new state, the embedded error estimate (only with
     ``with_error``), the FSAL stage ``func(t_next, y)`` (when evaluated), the
-    evaluations made and every stage evaluated (for the continuous extension)."""
+    evaluations made, every stage evaluated (for the continuous extension) and the
+    groups whose Newton iteration failed (implicit methods; the step must be rejected
+    there whatever its error)."""
 
     y: Tensor
     error: Tensor | None
     k_last: Tensor | None
     nfe: int
     stages: list[Tensor]
+    failed: Tensor | None = None
 
 
 def combine(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
@@ -71,8 +74,8 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     is exact). The last stage of an FSAL method is evaluated only with ``with_error``
     (the error estimate uses it) or ``dense`` (the continuous extension does). An
     implicit method's stages are solved by ``newton``; a group whose Newton iteration
-    fails gets an infinite error (the controller rejects the step and shrinks it), or,
-    without an error estimate, ``NewtonConvergenceError``."""
+    fails is ``failed`` (the controller rejects the step and shrinks it), or, without
+    an error estimate, ``NewtonConvergenceError``."""
     t_y, h_y = t.to(y.dtype), h.to(y.dtype)  # stage times in the state's dtype, as func
     # gets them; stages at the step's end see it from inside (torchdiffeq's convention)
     end = end_from_inside(t_y, t + h, y.dtype) if 1.0 in tableau.c else None
@@ -81,6 +84,7 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
                                               end, newton)
         y_new = torch.addcmul(y, combine(tableau.b, ks), h_y)
         error = combine(tableau.b_error, ks) * h_y if with_error else None
+        failed = None
         if not bool(converged.all()):
             if error is None:
                 raise NewtonConvergenceError(
@@ -88,8 +92,11 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
                     f"{newton.max_iterations} iterations in the step from t = "
                     f"{float(value(t).reshape(-1)[0]):g}: take a smaller step_size, or an "
                     "adaptive implicit solver (kvaerno3, kvaerno5), which shrinks the step")
-            error = torch.where(converged.view(h.shape), error, torch.inf)
-        return Step(y_new, error, None, nfe, ks)
+            # rejected by ``failed``, not by an infinite error: naive's graph would hold
+            # the error norm's derivative at inf, 0 · inf = nan, in every gradient
+            failed = ~converged.view(h.shape)
+            error = torch.where(failed, 0.0, error)
+        return Step(y_new, error, None, nfe, ks, failed)
     nfe = 0
     if k1 is None:
         k1 = func(t if k1_time is None else k1_time, y)

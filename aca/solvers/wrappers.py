@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from aca.solvers.control import AdaptiveState, Controller
+from aca.solvers.control import AdaptiveState, Controller, Status
 from aca.solvers.step import Func, Step
 
 
@@ -43,7 +43,9 @@ class Wrapper:
 @dataclass
 class StepBounds(Wrapper):
     """Every step size clipped to ``[min_step, max_step]``; a step at ``min_step`` is
-    accepted whatever its error (torchdiffeq's options). Adaptive controllers only."""
+    accepted whatever its error (torchdiffeq's options), unless it must be rejected (a
+    failed Newton iteration, a non-finite trial): then the solve fails. Adaptive
+    controllers only."""
 
     min_step: float = 0.0
     max_step: float = math.inf
@@ -63,7 +65,8 @@ class StepBounds(Wrapper):
         accept, new, status = self.inner.judge(state, t, t_next, y, step, h, landing, running,
                                                reject)
         forced = running & (h.detach().abs() <= self.min_step)
-        if reject is not None:
+        if reject is not None:  # a rejected step at min_step cannot shrink: the solve fails
+            status = torch.where(forced & reject, int(Status.NON_FINITE), status)
             forced = forced & ~reject
         return accept | forced, self._clip(new), torch.where(forced, 0, status)
 
