@@ -181,7 +181,7 @@ def main() -> None:
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(_job)
     try:
         app()
-        distributed.finish()
+        distributed.end_rank()
     except Exception as error:
         message = None if _SHOW_TRACEBACK else describe_error(error)
         if message is None:

@@ -498,7 +498,7 @@ def ddp_worker(sizes: Sizes, out: Path, device: str) -> None:
             "backend": torch.distributed.get_backend(), "world_size": info.world_size,
             "device": str(info.device), "step_ms": 1e3 * times[-1],
             "replica_divergence": divergence}))
-    distributed.finish()
+    distributed.end_rank()
 
 
 def compile_worker(sizes: Sizes, amp: bool, device: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,29 @@ def test_finish_leaves_the_process_group_once(tmp_path: Path) -> None:
     assert not dist.is_initialized()
     distributed.finish()
     distributed._leave()
+
+
+def test_end_rank_leaves_the_group_and_exits_at_once(tmp_path: Path) -> None:
+    """A rank ends with its output and logs flushed and exit status 0, skipping the
+    interpreter's teardown (where gloo aborted ranks); without a process group it returns."""
+    script = f"""
+import atexit, logging, sys
+import torch.distributed as dist
+from aca.train import distributed
+distributed.end_rank()
+print("no group: returned")
+atexit.register(print, "teardown ran")
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0,
+                        world_size=1)
+logging.basicConfig(filename="{tmp_path / 'log'}", level=logging.INFO)
+logging.info("logged")
+print("in a group", end="")
+distributed.end_rank()
+print("not reached")
+sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "no group: returned\nin a group"
+    assert "logged" in (tmp_path / "log").read_text()

@@ -370,6 +370,29 @@ def test_step_options_shape_the_steps():
         tdq.odeint(func, y0, t, options={"max_num_steps": 3})
 
 
+def test_min_step_holds_where_t_plus_h_rounds():
+    """From t = 0.2, 0.2 + 0.1 - 0.2 is 0.10000000000000003: a step at min_step must be
+    accepted by the size chosen, not by t_next - t (it was rejected, and the size clipped
+    back to min_step, until max_num_steps)."""
+    steps = []
+    func = lambda t, y: y**2  # noqa: E731
+    func.callback_accept_step = lambda t0, y, dt: steps.append(dt.item())
+    y = tdq.odeint(func, torch.tensor([1.0], dtype=torch.float64),
+                   torch.tensor([0.0, 0.5], dtype=torch.float64),
+                   options={"min_step": 0.1, "max_num_steps": 50})
+    assert len(steps) == 5 and min(steps) >= 0.1 - 1e-15
+    assert y[-1].item() == pytest.approx(2.0, rel=1e-3)  # 1 / (1 - t), steps too long
+
+
+def test_min_step_does_not_accept_a_non_finite_step():
+    """y' = y^2 blows up at t = 1: steps forced at min_step must not carry inf/nan on
+    (the solve went on until max_num_steps, or returned nan)."""
+    with pytest.raises(aca.NonFiniteStateError, match="non-finite"):
+        tdq.odeint(lambda t, y: y**2, torch.tensor([1.0], dtype=torch.float64),
+                   torch.tensor([0.0, 2.0], dtype=torch.float64),
+                   options={"min_step": 0.1, "max_num_steps": 1000})
+
+
 def test_grid_constructor_and_perturb():
     seen = []
 

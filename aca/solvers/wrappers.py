@@ -51,8 +51,9 @@ class StepBounds(Wrapper):
     max_step: float = math.inf
 
     def _clip(self, state: AdaptiveState) -> AdaptiveState:
-        size = state.h.detach().abs().clamp(self.min_step, self.max_step)
-        return replace(state, h=state.h * (size / state.h.detach().abs()))
+        # exact bounds (a step at min_step must compare equal to it) and clamp's derivative
+        return replace(state, h=torch.copysign(state.h.abs().clamp(self.min_step, self.max_step),
+                                               state.h))
 
     def init(self, func: Func, t0: Tensor, y0: Tensor, t_end: Tensor
              ) -> tuple[AdaptiveState, Tensor | None, int]:
@@ -64,10 +65,15 @@ class StepBounds(Wrapper):
               ) -> tuple[Tensor, Any, Tensor]:
         accept, new, status = self.inner.judge(state, t, t_next, y, step, h, landing, running,
                                                reject)
-        forced = running & (h.detach().abs() <= self.min_step)
-        if reject is not None:  # a rejected step at min_step cannot shrink: the solve fails
-            status = torch.where(forced & reject, int(Status.NON_FINITE), status)
-            forced = forced & ~reject
+        # the size the controller chose, not the step's t_next - t (rounded past min_step)
+        forced = running & (state.h.detach().abs() <= self.min_step)
+        # a step at min_step that must be rejected cannot shrink: the solve fails
+        must_reject = ~torch.isfinite(step.y.detach()).reshape(forced.numel(), -1).all(1)
+        must_reject = must_reject.view(forced.shape)
+        if reject is not None:
+            must_reject = must_reject | reject
+        status = torch.where(forced & must_reject, int(Status.NON_FINITE), status)
+        forced = forced & ~must_reject
         return accept | forced, self._clip(new), torch.where(forced, 0, status)
 
 
