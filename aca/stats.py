@@ -14,7 +14,11 @@ class SolveStats:
     """``nfe_backward`` counts evaluations of ``func`` made during backward
     (ACA's step rebuilds, the adjoint's augmented dynamics); ``naive`` makes none,
     it back-propagates through the forward evaluations instead. An evaluation is one
-    call of ``func`` on the whole batch.
+    call of ``func`` on the whole batch. ``jacobians`` counts the dense Jacobians of
+    ``func`` that implicit solvers form, forward and backward (each costs one
+    evaluation, counted in the nfe, and one vector-Jacobian product per value of a
+    group: the cost that dominates on large states): one per step for Newton, and
+    under ``aca`` one per implicit stage of each rebuilt step.
 
     Per-sample solves (``per_sample=True``) count ``accepted`` and ``rejected`` over
     samples (a step of each of B samples counts B), add to ``sample_nfe_forward`` the
@@ -27,16 +31,18 @@ class SolveStats:
     accepted: int = 0
     rejected: int = 0
     sample_nfe_forward: int = 0
+    jacobians: int = 0
     per_sample: list[dict[str, list[int]]] = field(default_factory=list)
 
     def add(self, nfe_forward: int = 0, nfe_backward: int = 0, accepted: int = 0,
-            rejected: int = 0, sample_nfe_forward: int = 0,
+            rejected: int = 0, sample_nfe_forward: int = 0, jacobians: int = 0,
             per_sample: dict[str, list[int]] | None = None) -> None:
         self.nfe_forward += nfe_forward
         self.nfe_backward += nfe_backward
         self.accepted += accepted
         self.rejected += rejected
         self.sample_nfe_forward += sample_nfe_forward
+        self.jacobians += jacobians
         if per_sample is not None:
             self.per_sample.append(per_sample)
 

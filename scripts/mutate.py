@@ -352,6 +352,17 @@ MUTATIONS = [
              (WRAPPERS, "forced = running & (state.h.detach().abs() <= self.min_step)",
               "forced = running & (h.detach().abs() <= self.min_step)"),
              tests=("tests/test_torchdiffeq_dropin.py",)),
+    mutation("clipped-step-keeps-its-derivative",
+             "a step size clipped to min_step keeps the unclipped size's derivative, scaled",
+             (WRAPPERS, "h=torch.copysign(state.h.abs().clamp(self.min_step, self.max_step),\n"
+              "                                               state.h))",
+              "h=state.h * (state.h.abs().clamp(self.min_step, self.max_step)\n"
+              "                                               / state.h.abs()).detach())"),
+             tests=("tests/test_torchdiffeq_dropin.py",)),
+    mutation("rebuilt-jacobians-uncounted",
+             "stats.jacobians leaves out the Jacobians of ACA's rebuilt implicit steps",
+             (ACA, "self.jacobians + step.jacobians", "self.jacobians"),
+             tests=IMPLICIT_TESTS),
     mutation("rank-exits-through-teardown",
              "a torchrun rank ends through the interpreter's teardown (gloo's abort there)",
              ("aca/train/distributed.py", "        os._exit(0)", "        sys.exit(0)"),

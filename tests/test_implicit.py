@@ -128,6 +128,24 @@ def test_adaptive_steps_follow_the_slow_solution(name):
     assert stats.accepted < 500
 
 
+@pytest.mark.parametrize("gradient", ["aca", "naive"])
+def test_stats_count_the_jacobians_formed(gradient):
+    """One Jacobian per attempted step for Newton; ACA's backward adds one per implicit
+    stage of each rebuilt step (the implicit function theorem's derivative) and one
+    for the rebuilt step's Newton; naive's backward forms none."""
+    k = torch.tensor(3.0, requires_grad=True)
+    stats = aca.SolveStats()
+    ys = aca.odeint(lambda t, y: -k * y**3 + torch.sin(t), torch.ones(2), [0.0, 2.0],
+                    solver="kvaerno3", rtol=1e-6, atol=1e-8, gradient=gradient, params=[k],
+                    stats=stats)
+    forward = stats.jacobians
+    assert forward == stats.accepted + stats.rejected > 5
+    ys[-1].sum().backward()
+    implicit = sum(gamma != 0 for gamma in SOLVERS["kvaerno3"].diagonal)
+    rebuilt = stats.accepted * (1 + implicit) if gradient == "aca" else 0
+    assert stats.jacobians - forward == rebuilt
+
+
 def cubic(k):
     return lambda t, y: -k * y**3 + torch.sin(t).reshape(-1, *(1,) * (y.dim() - 1))
 

@@ -65,7 +65,7 @@ class _Steps:
         # from inside (the value of k1_time[j - 1] for step j)
         self.k1_times = (end_from_inside(cp.times[:-1], cp.times[:-1] + cp.steps[:-1],
                                          dtype) if cp.fsal else None)
-        self.nfe = 0
+        self.nfe = self.jacobians = 0
         self.random: list[Tensor] = []  # the packed snapshots, set from the saved tensors
         self.per_step: list[tuple[Tensor, ...]] | None = None  # times, steps, k1 times by j
 
@@ -118,7 +118,7 @@ class _Steps:
         inside = cp.inside.get(j) if dense else None
         step = rk_step(problem.rhs, t, y, h, problem.tableau, k1=k1, dense=inside is not None,
                        k1_time=k1_time, newton=problem.newton)
-        self.nfe += step.nfe
+        self.nfe, self.jacobians = self.nfe + step.nfe, self.jacobians + step.jacobians
         if self.replayed is not None:  # the evaluations since the last state set: as forward's
             replayed = step.nfe + (rest < 0)
             if self.replayed.digest() != digests[replayed]:
@@ -211,7 +211,7 @@ class _ACA(torch.autograd.Function):
         steps: _Steps = ctx.steps
         params = saved[:ctx.n_params]
         states = saved[ctx.n_params:ctx.n_params + ctx.n_states]
-        steps.random, steps.nfe = saved[ctx.n_params + ctx.n_states:], 0
+        steps.random, steps.nfe, steps.jacobians = saved[ctx.n_params + ctx.n_states:], 0, 0
         problem = steps.problem
         with preserved_buffers(problem.buffers), steps.replaying(), autocast_as(problem):
             if torch.is_grad_enabled():
@@ -220,7 +220,7 @@ class _ACA(torch.autograd.Function):
                 kept = {s * steps.cp.stride: state.view_as(y0) for s, state in enumerate(states)}
                 grads = _backward_step_by_step(ctx, steps, grad_ys, kept, t, params)
         steps.random = []  # the saved tensors alone hold them (and free them)
-        problem.sinks.add(nfe_backward=steps.nfe)
+        problem.sinks.add(nfe_backward=steps.nfe, jacobians=steps.jacobians)
         return (None, None, *grads)
 
 

@@ -196,11 +196,12 @@ class Problem:
         counts = solution.counts
         if not self.per_sample:
             self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted,
-                           rejected=counts.rejected)
+                           rejected=counts.rejected, jacobians=counts.jacobians)
             return
         accepted, rejected, nfe = counts.per_group.tolist()
         self.sinks.add(nfe_forward=counts.nfe, accepted=counts.accepted,
                        rejected=counts.rejected, sample_nfe_forward=sum(nfe),
+                       jacobians=counts.jacobians,
                        per_sample={"accepted": accepted, "rejected": rejected, "nfe": nfe})
 
 

@@ -172,10 +172,11 @@ class Checkpoints:
 @dataclass
 class Counts:
     """Batched evaluations, and each group's accepted and rejected steps and the
-    evaluations it was part of (``per_group``, ``(3, S)``)."""
+    evaluations it was part of (``per_group``, ``(3, S)``), and the Jacobians formed."""
 
     nfe: int
     per_group: Tensor
+    jacobians: int = 0
 
     @property
     def accepted(self) -> int:
@@ -230,6 +231,7 @@ def integrate(
     between = times[:, 1:-1] if interpolate_outputs and n_times > 2 else None
     forward = torch.sign(t_end - t).detach().view(groups, 1)
     state, k1, nfe = controller.init(func, t, y0, t_end)
+    jacobians = 0
     y, status = y0, torch.zeros(groups, dtype=torch.long, device=y0.device)
     running = torch.ones(column, dtype=torch.bool, device=y0.device)
     # each group's accepted steps, attempts and evaluations
@@ -245,7 +247,7 @@ def integrate(
         h, t_next, landing = controller.propose(state, t, y, target)
         step = rk_step(func, t, y, h, tableau, k1=k1, with_error=controller.adaptive,
                        dense=between is not None, newton=newton)
-        nfe += step.nfe
+        nfe, jacobians = nfe + step.nfe, jacobians + step.jacobians
         accept, new_state, failed = _judge(controller, state, t, t_next, y, step, h, landing,
                                            running, None)
         if step.y.requires_grad:  # a non-finite trial must not enter the graph: take it at h = 0
@@ -254,7 +256,7 @@ def integrate(
                 step = rk_step(func, t, y, torch.where(bad, 0.0, h), tableau, k1=k1,
                                with_error=controller.adaptive, dense=between is not None,
                                newton=newton)
-                nfe += step.nfe
+                nfe, jacobians = nfe + step.nfe, jacobians + step.jacobians
                 accept, new_state, failed = _judge(controller, state, t, t_next, y, step, h,
                                                    landing, running, bad)
         state, flat = new_state, accept.view(groups)
@@ -319,8 +321,8 @@ def integrate(
     per_group[1] -= per_group[0]  # attempts not accepted: rejected
     if checkpoints is not None:
         checkpoints.finish(per_group[0], y)
-    return Solution(_assemble(y0, n_times, groups, pieces), status, t, Counts(nfe, per_group),
-                    last)
+    return Solution(_assemble(y0, n_times, groups, pieces), status, t,
+                    Counts(nfe, per_group, jacobians), last)
 
 
 def _judge(controller: Controller, state: object, t: Tensor, t_next: Tensor, y: Tensor,

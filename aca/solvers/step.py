@@ -28,9 +28,10 @@ Func = Callable[[Tensor, Tensor], Tensor]
 class Step(NamedTuple):
     """The result of one step: the new state, the embedded error estimate (only with
     ``with_error``), the FSAL stage ``func(t_next, y)`` (when evaluated), the
-    evaluations made, every stage evaluated (for the continuous extension) and the
+    evaluations made, every stage evaluated (for the continuous extension), the
     groups whose Newton iteration failed (implicit methods; the step must be rejected
-    there whatever its error)."""
+    there whatever its error) and the dense Jacobians of ``func`` formed (implicit
+    methods: one per step for Newton, one per stage attached to the graph)."""
 
     y: Tensor
     error: Tensor | None
@@ -38,6 +39,7 @@ class Step(NamedTuple):
     nfe: int
     stages: list[Tensor]
     failed: Tensor | None = None
+    jacobians: int = 0
 
 
 def combine(weights: Sequence[float], ks: Sequence[Tensor]) -> Tensor:
@@ -80,8 +82,8 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
     # gets them; stages at the step's end see it from inside (torchdiffeq's convention)
     end = end_from_inside(t_y, t + h, y.dtype) if 1.0 in tableau.c else None
     if tableau.implicit:
-        ks, nfe, converged = _implicit_stages(func, t, y, h, t_y, h_y, tableau, k1, k1_time,
-                                              end, newton)
+        ks, nfe, jacobians, converged = _implicit_stages(func, t, y, h, t_y, h_y, tableau, k1,
+                                                         k1_time, end, newton)
         y_new = torch.addcmul(y, combine(tableau.b, ks), h_y)
         error = combine(tableau.b_error, ks) * h_y if with_error else None
         failed = None
@@ -96,7 +98,7 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
             # the error norm's derivative at inf, 0 · inf = nan, in every gradient
             failed = ~converged.view(h.shape)
             error = torch.where(failed, 0.0, error)
-        return Step(y_new, error, None, nfe, ks, failed)
+        return Step(y_new, error, None, nfe, ks, failed, jacobians)
     nfe = 0
     if k1 is None:
         k1 = func(t if k1_time is None else k1_time, y)
@@ -119,18 +121,19 @@ def rk_step(func: Func, t: Tensor, y: Tensor, h: Tensor, tableau: ButcherTableau
 
 def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, t_y: Tensor, h_y: Tensor,
                      tableau: ButcherTableau, k1: Tensor | None, k1_time: Tensor | None,
-                     end: Tensor | None, newton: Newton) -> tuple[list[Tensor], int, Tensor]:
-    """The stages of a diagonally implicit step, their evaluations and which groups'
-    Newton iterations converged. ``k_i = (z_i - base_i) / (hγ)``: the stage derivative
-    from the stage equation (exact at the converged ``z_i``, without the amplification
-    of ``f(z_i)``'s residual by the problem's stiffness)."""
+                     end: Tensor | None, newton: Newton
+                     ) -> tuple[list[Tensor], int, int, Tensor]:
+    """The stages of a diagonally implicit step, their evaluations, the Jacobians formed
+    and which groups' Newton iterations converged. ``k_i = (z_i - base_i) / (hγ)``: the
+    stage derivative from the stage equation (exact at the converged ``z_i``, without the
+    amplification of ``f(z_i)``'s residual by the problem's stiffness)."""
     if newton is None:
         raise ValueError(f"{tableau.name} is implicit: rk_step needs newton=Newton(rtol, atol)")
     groups = h.numel()
     ks: list[Tensor] = []
     factors: dict[float, tuple[Tensor, Tensor]] = {}
     converged = torch.ones(groups, dtype=torch.bool, device=y.device)
-    nfe = 0
+    nfe = jacobians = 0
     for i, (c, gamma) in enumerate(zip(tableau.c, tableau.diagonal)):
         base = y if i == 0 else torch.addcmul(y, combine(tableau.a[i], ks), h_y)
         stage_time = end if c == 1.0 else torch.add(t_y, h_y, alpha=c)
@@ -152,7 +155,7 @@ def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, t_y: Tensor, h
         if gamma not in factors:
             if not factors:
                 jac = jacobian(func, t, y, groups)
-                nfe += 1
+                nfe, jacobians = nfe + 1, jacobians + 1
             factors[gamma] = torch.linalg.lu_factor(iteration_matrix(jac, hg))
         with torch.set_grad_enabled(newton.unrolled and torch.is_grad_enabled()):
             z, evaluations, ok = solve_stage(func, stage_time, base, hg, guess, factors[gamma],
@@ -161,9 +164,9 @@ def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, t_y: Tensor, h
         converged &= ok
         if not newton.unrolled and torch.is_grad_enabled():
             z = attach(func, stage_time, base, hg, z, groups)
-            nfe += 2
+            nfe, jacobians = nfe + 2, jacobians + 1
         ks.append((z - base) / torch.where(hg == 0, 1.0, hg))
-    return ks, nfe, converged
+    return ks, nfe, jacobians, converged
 
 
 @functools.cache

@@ -65,6 +65,8 @@ class StepBounds(Wrapper):
               ) -> tuple[Tensor, Any, Tensor]:
         accept, new, status = self.inner.judge(state, t, t_next, y, step, h, landing, running,
                                                reject)
+        if self.min_step == 0:  # nothing forced (a zero step underflows): skip the checks
+            return accept, self._clip(new), status
         # the size the controller chose, not the step's t_next - t (rounded past min_step)
         forced = running & (state.h.detach().abs() <= self.min_step)
         # a step at min_step that must be rejected cannot shrink: the solve fails

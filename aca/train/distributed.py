@@ -88,7 +88,7 @@ def end_rank() -> None:
     """The normal end of a process: ``finish``, then a torchrun rank exits at once,
     without the interpreter's teardown. There torch's gloo aborted a rank whose work was
     done and written ("terminate called without an active exception" with no Python frame
-    left: a C++ destructor at exit), about one launch in 70 on a loaded 2-core machine,
+    left: a C++ destructor at exit), about one launch in 50 on a loaded 2-core machine,
     and torchrun failed the whole run."""
     ranked = dist.is_initialized()
     finish()
