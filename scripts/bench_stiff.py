@@ -179,7 +179,7 @@ def rows_for(problem: Stiff, rtol: float, solvers: list[str], repeats: int,
         both, gradient = _median_time(lambda name=name: solve(name, grad=True), repeats)
         rows.append({"solver": f"aca {name}", "forward_s": seconds, "fwd_bwd_s": both,
                      "steps": f"{stats.accepted} + {stats.rejected} rejected",
-                     "nfe": stats.nfe_forward, "jacobians": stats.accepted + stats.rejected,
+                     "nfe": stats.nfe_forward, "jacobians": stats.jacobians,
                      "end_error": end_error(end), "grad_error": gradient_error(gradient.numpy())})
     if jax_python is not None:
         for controller in ("I", "PI"):
