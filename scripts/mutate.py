@@ -372,6 +372,23 @@ MUTATIONS = [
              (STEP, "ks.append((z - base) / torch.where(hg == 0, 1.0, hg))",
               "ks.append((z - base) / torch.where(hg == 0, 1.0, hg * 1.0001))"),
              tests=IMPLICIT_TESTS),
+    mutation("reverse-quadrature-explicit-stages", "the per-sample adjoint's parameter "
+             "quadrature leaves an implicit stage's own γ·k_i out of its stage value",
+             (ADJOINT, "row = (*tableau.a[i], *tableau.diagonal[i:i + 1])",
+              "row = tuple(tableau.a[i])"),
+             tests=("tests/test_implicit.py::"
+                    "test_the_adjoint_solves_its_reverse_ode_with_an_implicit_method",)),
+    mutation("singular-matrix-raises", "the iteration matrix factorised by lu_factor, which "
+             "raises a bare RuntimeError when it is singular",
+             (STEP, "torch.linalg.lu_factor_ex(iteration_matrix(jac, hg))[:2]",
+              "torch.linalg.lu_factor(iteration_matrix(jac, hg))"),
+             tests=("tests/test_implicit.py::"
+                    "test_a_singular_iteration_matrix_is_a_newton_failure_not_a_torch_error",)),
+    mutation("reverse-jacobian-detached", "the augmented dynamics are not differentiated when "
+             "Newton forms their Jacobian (it is zero: a fixed-point iteration)",
+             (ADJOINT, "differentiable = z.requires_grad", "differentiable = False"),
+             tests=("tests/test_implicit.py::"
+                    "test_the_reverse_newton_uses_the_augmented_system_s_jacobian",)),
 ]
 
 

@@ -212,12 +212,13 @@ def test_dry_run_prints_the_aca_run_commands() -> None:
 
 def test_run_refuses_finished_runs_it_would_only_resume(tmp_path, monkeypatch) -> None:
     """A finished run's last.pt in a run folder would be resumed (nothing trained, the old
-    result restamped): refused, or with --fresh deleted; an interrupted run (no
+    result restamped): refused, or with --fresh deleted with its log; an interrupted run (no
     result.json yet) and the paper-scale records below a CPU-scale target are left alone."""
     runs = tmp_path / "digits" / "runs" / "methods"
     for name, finished in [("done", True), ("interrupted", False)]:
         (runs / name).mkdir(parents=True)
         (runs / name / "last.pt").write_bytes(b"")
+        (runs / name / "aca-run.log").write_text("epoch 1/1\n")
         if finished:
             (runs / name / "result.json").write_text("{}")
     paper = tmp_path / "digits" / "paper" / "runs" / "done"
@@ -230,7 +231,9 @@ def test_run_refuses_finished_runs_it_would_only_resume(tmp_path, monkeypatch) -
         plan.run_target("digits", "cpu", str(tmp_path))
     assert plan.run_target("digits", "cpu", str(tmp_path), fresh=True) == 0
     assert not (runs / "done" / "last.pt").exists()
+    assert not (runs / "done" / "aca-run.log").exists()  # not appended to, run after run
     assert (runs / "interrupted" / "last.pt").exists() and (paper / "last.pt").exists()
+    assert (runs / "interrupted" / "aca-run.log").exists()
 
 
 @pytest.mark.parametrize(("argv", "message"), [

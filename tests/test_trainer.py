@@ -45,6 +45,19 @@ def test_smoke_run_trains_and_writes_the_run_records(dummy_config, tmp_path, met
     assert load(tmp_path / "last.pt")["epoch"] == 3 and (tmp_path / "best.pt").is_file()
 
 
+def test_the_log_line_leaves_out_counters_this_solve_cannot_make(dummy_config, tmp_path,
+                                                                 caplog) -> None:
+    """An explicit shared solve forms no Jacobian and has no per-sample steps: its log line
+    says nothing of them (metrics.csv keeps the columns, at 0)."""
+    with caplog.at_level("INFO", logger="aca.train.trainer"):
+        run(dummy_config(), tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert lines and all("nfe_forward=" in line for line in lines)
+    assert not any("jacobians" in line or "sample_nfe_forward" in line for line in lines)
+    history = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert all(row["jacobians"] == "0" and row["sample_nfe_forward"] == "0" for row in history)
+
+
 def test_training_is_gradient_method_agnostic(dummy_config, tmp_path) -> None:
     """With a fixed-step solver ACA's gradient equals naive backprop, so whole runs agree."""
     finals = [run(dummy_config(f"method={method}", *FLOAT64_RK4), tmp_path / method)["final"]

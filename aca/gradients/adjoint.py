@@ -13,6 +13,12 @@ over the batch, is a quadrature along every sample's accepted reverse steps inst
 stage ``i`` by ``-h_b b_i``: the Runge–Kutta update of the parameter part, one sample
 at a time), so a sample's gradient does not depend on its batch.
 
+An implicit reverse method (kvaerno3/5) solves its stages by Newton on the augmented
+system, whose Jacobian the dynamics give by differentiating their own vector-Jacobian
+products (second derivatives of func). On a stiff problem that does not help: ``y`` is
+reconstructed backwards in time, where its fast decaying modes grow, and the solve fails
+(an ``ODEError``); ACA never solves ``y`` backwards.
+
 Output times get the continuous gradients: ``dL/dt_k = <dL/dy(t_k), f(t_k, y(t_k))>``
 for k >= 1 and ``dL/dt_0 = -<a(t_0), f(t_0, y_0)>``.
 """
@@ -20,13 +26,13 @@ for k >= 1 and ``dL/dt_0 = -<a(t_0), f(t_0, y_0)>``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from aca.errors import InvalidOptionError, ODEError
+from aca.errors import ODEError, StepSizeRequiredError, UnknownSolverError
 from aca.gradients.base import (
     GradientMethod,
     Problem,
@@ -68,7 +74,7 @@ class _Reverse:
         self.shared = not problem.per_sample
         self.sizes = [self.shape.numel()] * 2 + ([p.numel() for p in params] if self.shared else [])
         self.param_grads: list[Tensor | None] = [None] * len(params)
-        self.nfe = 0
+        self.nfe = self.jacobians = 0
 
     def split(self, z: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """``z``'s state, adjoint and (shared) parameter gradients."""
@@ -84,17 +90,22 @@ class _Reverse:
                           *(g.reshape(-1).to(self.dtype) for g in grads)])
 
     def dynamics(self, t: Tensor, z: Tensor) -> Tensor:
+        """The augmented right-hand side; differentiable in ``z`` when ``z`` requires grad
+        (an implicit reverse solver forming its Jacobian: second derivatives of func)."""
         self.nfe += 1
         y, adjoint, _ = self.split(z)
         wrt = self.params if self.shared else []
+        differentiable = z.requires_grad
         with torch.enable_grad():
-            y = y.to(self.state_dtype).detach().requires_grad_()
+            y = y.to(self.state_dtype)
+            if not differentiable:
+                y = y.detach().requires_grad_()
             f = self.problem.rhs(t, y)
-            if self.problem.closure:  # a tensor first reached after the first evaluation
-                refuse_unseen([f], self.params, y)
+            if self.problem.closure and not differentiable:  # a tensor first reached
+                refuse_unseen([f], self.params, y)            # after the first evaluation
             # retain: a tensor func closes over may share graph with the parameters (W = 2p)
             vjps = (torch.autograd.grad(f, (y, *wrt), adjoint.to(f.dtype), allow_unused=True,
-                                        retain_graph=True)
+                                        retain_graph=True, create_graph=differentiable)
                     if f.requires_grad else [None] * (1 + len(wrt)))
         back = [torch.zeros_like(p) if g is None else -g for g, p in zip(vjps, [y, *wrt])]
         return self.join(f, back[0], back[1:])
@@ -110,8 +121,9 @@ class _Reverse:
             for i in range(tableau.solution_stages):
                 if tableau.b[i] == 0.0:
                     continue
-                stage = z if i == 0 else torch.addcmul(z, combine(tableau.a[i], step.stages),
-                                                       h.to(z.dtype))
+                row = (*tableau.a[i], *tableau.diagonal[i:i + 1])  # an implicit stage's own γ
+                stage = (torch.addcmul(z, combine(row, step.stages), h.to(z.dtype)) if any(row)
+                         else z)
                 f = self.problem.rhs(torch.add(t, h, alpha=tableau.c[i]),
                                      stage[:, 0].to(self.state_dtype))
                 self.nfe += 1
@@ -160,6 +172,10 @@ class _Adjoint(torch.autograd.Function):
         controller = problem.controller(reverse.norm(method), rtol=method.rtol,
                                         atol=method.atol, step_size=method.step_size,
                                         tableau=reverse.tableau, wrap=method.wrap)
+        # an implicit reverse method's stages: Newton at the reverse solve's tolerances
+        newton = replace(problem.newton, unrolled=False,
+                         rtol=problem.options.rtol if method.rtol is None else method.rtol,
+                         atol=problem.options.atol if method.atol is None else method.atol)
         want_t = ctx.needs_input_grad[3]
         t_grad = torch.zeros_like(times)
         before = ctx.generators.get()
@@ -174,7 +190,8 @@ class _Adjoint(torch.autograd.Function):
                 solution = problem.solve(z, func=reverse.dynamics, times=times[:, [k, k - 1]],
                                          controller=controller, tableau=reverse.tableau,
                                          on_attempt=None if reverse.shared else reverse.quadrature,
-                                         interpolate=True)
+                                         interpolate=True, newton=newton)
+                reverse.jacobians += solution.counts.jacobians
                 _, adjoint, grads = reverse.split(solution.ys[-1])
                 if want_t and k == 1:
                     t_grad[:, 0] = -_dots(adjoint, _rhs_at(problem, times[:, 0], ys[0]), groups)
@@ -182,7 +199,7 @@ class _Adjoint(torch.autograd.Function):
                 adjoint = adjoint + grad_ys[k - 1]
         if ctx.generators.moved(before):
             raise unreplayable_random(adjoint=True, per_sample=not reverse.shared)
-        problem.sinks.add(nfe_backward=reverse.nfe)
+        problem.sinks.add(nfe_backward=reverse.nfe, jacobians=reverse.jacobians)
         if not reverse.shared:
             grads = reverse.param_grads
         param_grads = [torch.zeros_like(p) if g is None else g.view_as(p).to(p.dtype)
@@ -224,13 +241,16 @@ class Adjoint(GradientMethod):
     def from_options(cls, options: SolveOptions) -> Adjoint:
         return cls(seminorm=options.adjoint_seminorm)
 
+    def __post_init__(self) -> None:
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise UnknownSolverError(f"Adjoint(solver={self.solver!r}): unknown solver; "
+                                     f"choose one of: {', '.join(SOLVERS)}")
+
     def solve(self, problem: Problem, y0: Tensor) -> Tensor:
         reverse = SOLVERS[self.solver] if self.solver else problem.tableau
-        if reverse.implicit:
-            raise InvalidOptionError(
-                f"gradient='adjoint' cannot solve its reverse ODE with the implicit "
-                f"{reverse.name} (Newton on the adjoint system needs its Jacobian: second "
-                "derivatives of func): use gradient='aca' (exact through the implicit steps) "
-                "or 'naive', or an explicit reverse solver: gradient=aca.Adjoint(solver='dopri5')")
+        if not reverse.adaptive and self.step_size is None and problem.options.step_size is None:
+            raise StepSizeRequiredError(
+                f"Adjoint(solver={reverse.name!r}) is fixed-step and the forward solve is "
+                "adaptive: give the reverse solve's grid, Adjoint(step_size=<h>)")
         return _Adjoint.apply(problem, self, y0, problem.t if problem.t_requires_grad else None,
                               *problem.params)

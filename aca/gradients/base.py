@@ -87,8 +87,7 @@ class Problem:
         #: how an implicit method's stages are solved (naive: differentiated through)
         self.newton = Newton(self.options.rtol, self.options.atol, self.options.newton_tol,
                              self.options.newton_iterations,
-                             unrolled=self.method.name == "naive") \
-            if self.tableau.implicit else None
+                             unrolled=self.method.name == "naive")
         self.groups = self.times.shape[0]
         self.per_sample = self.options.per_sample
         ignores_time = getattr(self.func, "ignores_time", False)
@@ -161,16 +160,19 @@ class Problem:
               controller: Controller | None = None, tableau: ButcherTableau | None = None,
               checkpoints: Checkpoints | None = None, event: Callable | None = None,
               on_attempt: Callable[[Tensor, Tensor, Tensor, Step, Tensor], None] | None = None,
-              interpolate: bool | None = None) -> Solution:
+              interpolate: bool | None = None, newton: Newton | None = None) -> Solution:
         """Integrate ``func`` (default: the problem's) over ``times`` (default: the output
-        times) with the problem's controller; a failed solve raises its ``ODEError``."""
+        times) with the problem's controller (and an implicit method's stages solved by
+        the problem's ``newton``, or the one given); a failed solve raises its
+        ``ODEError``."""
         times = self.time_args() if times is None else times
         controller = controller or self.controller()
         self.check_grid(times, controller)
         tableau = tableau or self.tableau
-        implicit = {"newton": self.newton} if tableau.implicit else {}
+        newton = newton or self.newton
+        implicit = {"newton": newton} if tableau.implicit else {}
         if tableau.implicit:
-            check_size(y0, self.groups, self.newton)
+            check_size(y0, self.groups, newton)
         solution = (self.loop or integrate)(
             func or self.rhs, y0, times, tableau, controller,
             self.options.max_steps, checkpoints=checkpoints, on_attempt=on_attempt, event=event,

@@ -323,7 +323,7 @@ def run_target(target: str, scale: str, root: str | None = None, dry_run: bool =
     """Run (or print) a target's commands in order; stop at the first failure. Each
     command, its exit status and wall time go to ``REPRODUCE.txt`` beside the records.
     Finished runs left in the run folders are refused, or with ``fresh`` their
-    checkpoints removed so that they train again."""
+    checkpoints (and logs) removed so that they train again."""
     steps = plan(target, scale, root)
     out = REPO_ROOT / output_dir(target, scale, root or DEFAULT_ROOTS[scale])
     if dry_run:
@@ -334,8 +334,9 @@ def run_target(target: str, scale: str, root: str | None = None, dry_run: bool =
         raise ConfigError(f"{len(finished)} finished run(s) under {out} keep their last.pt "
                           f"(e.g. {finished[0]}): aca-run would resume them and train nothing; "
                           "pass --fresh to delete those checkpoints and train them again")
-    for path in finished:
-        path.unlink()
+    for path in finished:  # and the run's log: aca-run appends to it, run after run
+        for stale in (path, *path.parent.glob("*.log")):
+            stale.unlink()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "REPRODUCE.txt"
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

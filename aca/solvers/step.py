@@ -156,7 +156,7 @@ def _implicit_stages(func: Func, t: Tensor, y: Tensor, h: Tensor, t_y: Tensor, h
             if not factors:
                 jac = jacobian(func, t, y, groups)
                 nfe, jacobians = nfe + 1, jacobians + 1
-            factors[gamma] = torch.linalg.lu_factor(iteration_matrix(jac, hg))
+            factors[gamma] = torch.linalg.lu_factor_ex(iteration_matrix(jac, hg))[:2]
         with torch.set_grad_enabled(newton.unrolled and torch.is_grad_enabled()):
             z, evaluations, ok = solve_stage(func, stage_time, base, hg, guess, factors[gamma],
                                              newton, groups)

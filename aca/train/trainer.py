@@ -51,6 +51,9 @@ from aca.train.optim import build_optimizer, build_scheduler
 log = logging.getLogger(__name__)
 # task settings of the training recipe, not of the model (task.epochs may change on resume)
 RECIPE_KEYS = {key.split(".")[1] for key, _, _ in TRAINING_SETTINGS}
+#: counters that only per-sample (sample_nfe_forward) or implicit (jacobians) solves make:
+#: left out of the log line when zero (metrics.csv keeps every column)
+ONLY_WHEN_COUNTED = ("sample_nfe_forward", "jacobians")
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -335,7 +338,8 @@ class Trainer:
             self.logger.log(row, step=epoch + 1)
             if self.info.is_main:
                 log.info("epoch %d/%d  %s", epoch + 1, self.epochs, "  ".join(
-                    f"{key}={value:.4g}" for key, value in row.items() if key != "epoch"))
+                    f"{key}={value:.4g}" for key, value in row.items()
+                    if key != "epoch" and not (key in ONLY_WHEN_COUNTED and value == 0)))
                 write_metrics_csv(self.out_dir / "metrics.csv", self.history)
                 improved = self._improved(row)
                 if self.settings.checkpoint:
