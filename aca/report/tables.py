@@ -173,11 +173,16 @@ def robertson_tables(records: Records) -> list[Table]:
     rel = "robertson/robertson_gradients.json"
     data = records.json(rel, "robertson")
     stale = records.stale(data)
+
+    def shown(row: dict, key: str, absent: str) -> str:
+        """``row[key]`` as a cell; ``absent`` where the analysis left it out (a failed
+        gradient, a failed forward solve's uncounted work)."""
+        return absent if row.get(key) is None else cell(row[key], stale=stale)
+
     rows = [[row.get("solver"), cell(row.get("rtol")), row.get("method"),
-             cell(row.get("grad_rel_error"), stale=stale) if row.get("grad_rel_error") is not None
-             else "failed", cell(row.get("steps"), stale=stale),
-             cell(row.get("jacobians"), stale=stale), cell(row.get("time_s"), stale=stale),
-             row.get("error") or "–"] for row in (data or {}).get("rows", [])]
+             shown(row, "grad_rel_error", "failed"), shown(row, "steps", "–"),
+             shown(row, "jacobians", "–"), shown(row, "time_s", "–"), row.get("error") or "–"]
+            for row in (data or {}).get("rows", [])]
     if not rows:
         if data is not None:
             records.partial(rel, "rows")

@@ -180,10 +180,12 @@ def loss_gradient(method: str, solver: str, rtol: float, atol: float,
             gradient, error = model.log_rates.grad.detach().clone(), ""
         except aca.ODEError as failure:
             gradient, error = None, f"{type(failure).__name__}: {str(failure).splitlines()[0]}"
-    return gradient, {"time_s": time.perf_counter() - start, "steps": stats.accepted,
-                      "rejected": stats.rejected, "nfe_forward": stats.nfe_forward,
-                      "nfe_backward": stats.nfe_backward, "jacobians": stats.jacobians,
-                      "error": error}
+    counts = {"steps": stats.accepted, "rejected": stats.rejected,
+              "nfe_forward": stats.nfe_forward, "nfe_backward": stats.nfe_backward,
+              "jacobians": stats.jacobians}
+    if error and not stats.nfe_forward:  # the forward solve failed: its work is not counted
+        counts = dict.fromkeys(counts)
+    return gradient, {"time_s": time.perf_counter() - start, **counts, "error": error}
 
 
 def difference_gradient(data: TensorDataset, times: torch.Tensor,
@@ -244,8 +246,9 @@ class RobertsonGradients(Analysis):
     def _summary(rows: list[dict], reference: torch.Tensor, task: DictConfig) -> str:
         table = [[row["solver"], row["rtol"], row["method"],
                   "failed" if row["grad_rel_error"] is None else row["grad_rel_error"],
-                  row["steps"], row["jacobians"], row["nfe_forward"] + row["nfe_backward"],
-                  row["time_s"], row["error"]] for row in rows]
+                  *(("–",) * 3 if row["steps"] is None else
+                    (row["steps"], row["jacobians"], row["nfe_forward"] + row["nfe_backward"])),
+                  row["time_s"], row["error"] or "–"] for row in rows]
         return (
             "# Robertson: the loss's gradient with each gradient method\n\n"
             f"Loss: the scaled MSE of the learning task's {int(task.n_train)} training "
@@ -255,6 +258,7 @@ class RobertsonGradients(Analysis):
             f"{REFERENCE_ODE['rtol']:g} ({', '.join(f'{v:.6g}' for v in reference.tolist())}). "
             f"atol = rtol x {float(task.atol_per_rtol):g}; at most {int(task.max_steps)} "
             "steps per solve. A failed row keeps the error that stopped it and the work done "
-            "until then.\n\n"
+            "until then (–: the forward solve failed, its work is not counted). steps: the "
+            "forward solve's accepted steps; Jacobians and NFE: forward and backward.\n\n"
             + markdown_table(["solver", "rtol", "method", "grad rel error", "steps",
                               "Jacobians", "NFE", "time (s)", "error"], table))
