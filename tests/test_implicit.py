@@ -360,6 +360,28 @@ def test_a_stiff_reverse_solve_fails_with_an_error_not_a_wrong_gradient():
     assert stats.nfe_backward > 0 and stats.jacobians > forward_jacobians
 
 
+def test_an_adjoint_reverse_jacobian_too_large_is_refused_before_the_forward_solve():
+    """Shared steps put the parameters into the reverse solve's state: an MLP's 4,504
+    exceed the dense Jacobian's 2048 values, refused up front with the ways out; per
+    sample they go by quadrature and the reverse state is [y_b, a_b]."""
+    net = nn.Sequential(nn.Linear(4, 500), nn.Tanh(), nn.Linear(500, 4)).double()
+    y0 = torch.ones(2, 4)
+    calls = []
+
+    def func(t, y):
+        calls.append(1)
+        return net(y)
+
+    with pytest.raises(aca.InvalidOptionError, match=r"augmented state .*per_sample=True"):
+        aca.odeint(func, y0, [0.0, 0.1], solver="kvaerno5", gradient="adjoint",
+                   params=list(net.parameters()))
+    assert not calls  # before any evaluation
+    ys = aca.odeint(func, y0, [0.0, 0.1], solver="kvaerno5", gradient="adjoint",
+                    params=list(net.parameters()), per_sample=True)
+    ys[-1].sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
 def test_a_singular_iteration_matrix_is_a_newton_failure_not_a_torch_error():
     """I - hγJ singular (implicit Euler, h = 0.5, f = 2y): lu_factor raised a bare
     RuntimeError; now the stage fails to converge and the step is refused clearly."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from aca.errors import ODEError, StepSizeRequiredError, UnknownSolverError
+from aca.errors import InvalidOptionError, ODEError, StepSizeRequiredError, UnknownSolverError
 from aca.gradients.base import (
     GradientMethod,
     Problem,
@@ -257,5 +257,17 @@ class Adjoint(GradientMethod):
             raise StepSizeRequiredError(
                 f"Adjoint(solver={reverse.name!r}) is fixed-step and the forward solve is "
                 "adaptive: give the reverse solve's grid, Adjoint(step_size=<h>)")
+        if reverse.implicit:  # refused before the forward solve, not after it
+            size = 2 * y0[0].numel() if problem.per_sample else (
+                2 * y0.numel() + sum(p.numel() for p in problem.params))
+            if size > problem.newton.max_size:
+                raise InvalidOptionError(
+                    f"the adjoint's implicit reverse solve ({reverse.name}) needs a dense "
+                    f"{size}x{size} Jacobian of its augmented state [y, adjoint"
+                    f"{'' if problem.per_sample else ', parameter gradients'}] (over "
+                    f"{problem.newton.max_size} values): use gradient='aca', an explicit "
+                    "reverse solver (aca.Adjoint(solver='dopri5'))"
+                    + ("" if problem.per_sample else ", or per_sample=True (the parameters "
+                       "then go by quadrature)"))
         return _Adjoint.apply(problem, self, y0, problem.t if problem.t_requires_grad else None,
                               *problem.params)
