@@ -382,6 +382,26 @@ def test_an_adjoint_reverse_jacobian_too_large_is_refused_before_the_forward_sol
     assert all(p.grad is not None for p in net.parameters())
 
 
+def test_second_order_gradients_through_implicit_steps_are_naive_s_or_refused():
+    """ACA's stage derivative (z* + δ - δ.detach(), the iteration matrix out of the graph)
+    is exact to first order only: its second derivative was 0.069 where central
+    differences of the first give 0.226, silently. Refused; naive (autograd through the
+    Newton iterations) gives it."""
+    def gradient(k_value: float, method: str, create_graph: bool):
+        k = torch.tensor(k_value, requires_grad=True)
+        ys = aca.odeint(lambda t, y: -k * y**3, torch.tensor([1.0, 0.5]), [0.0, 1.0],
+                        solver="kvaerno3", step_size=0.1, gradient=method, params=[k], **TIGHT)
+        return k, torch.autograd.grad(ys[-1].sum(), k, create_graph=create_graph)[0]
+
+    with pytest.raises(aca.ODEError, match="higher-order.*kvaerno3.*'naive'"):
+        gradient(1.0, "aca", True)
+    k, first = gradient(1.0, "naive", True)
+    (second,) = torch.autograd.grad(first, k)
+    differences = (gradient(1.0 + 1e-5, "naive", False)[1]
+                   - gradient(1.0 - 1e-5, "naive", False)[1]) / 2e-5
+    assert second.item() == pytest.approx(differences.item(), rel=1e-7)
+
+
 def test_a_singular_iteration_matrix_is_a_newton_failure_not_a_torch_error():
     """I - hγJ singular (implicit Euler, h = 0.5, f = 2y): lu_factor raised a bare
     RuntimeError; now the stage fails to converge and the step is refused clearly."""
