@@ -384,6 +384,12 @@ MUTATIONS = [
               "torch.linalg.lu_factor(iteration_matrix(jac, hg))"),
              tests=("tests/test_implicit.py::"
                     "test_a_singular_iteration_matrix_is_a_newton_failure_not_a_torch_error",)),
+    mutation("implicit-second-order-allowed", "ACA's create_graph rebuild of implicit steps "
+             "allowed, whose stage derivative is exact to first order only",
+             (ACA, "if problem.tableau.implicit:  # z* + δ - δ.detach()",
+              "if False:  # z* + δ - δ.detach()"),
+             tests=("tests/test_implicit.py::"
+                    "test_second_order_gradients_through_implicit_steps_are_naive_s_or_refused",)),
     mutation("reverse-jacobian-detached", "the augmented dynamics are not differentiated when "
              "Newton forms their Jacobian (it is zero: a fixed-point iteration)",
              (ADJOINT, "differentiable = z.requires_grad", "differentiable = False"),

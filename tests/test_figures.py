@@ -91,15 +91,21 @@ def test_vdp_error_figure_from_the_committed_table(tmp_path) -> None:
 
 
 def test_figures_a_run_draws(tmp_path) -> None:
-    """Van der Pol's reconstruction and fit and the time series' predictions, whose data a
-    run does not keep: made-up curves with a run's titles and labels."""
+    """Van der Pol's reconstruction and fit, a Robertson fit (log time, three panels) and
+    the time series' predictions, whose data a run does not keep: made-up curves with a
+    run's titles and labels."""
     times = torch.linspace(0.0, 10.0, 21)
     curve = torch.stack([2 * torch.cos(times), -2 * torch.sin(times)], dim=-1)
     runs = {(tol, tol * 1e-3): {"times": times.flip(0), "reverse": curve.flip(0), "error": 0.5}
             for tol in (1e-3, 1e-5)}
     figures.vdp_reconstruction(runs, curve, times, tmp_path / "recon.png", 0.2, "dopri5")
-    figures.vdp_fit(times, curve.expand(3, -1, -1), curve.expand(3, -1, -1),
-                    "Van der Pol fit (adjoint): μ = 0.3081, true 1", tmp_path / "fit.png")
+    figures.trajectory_fit(times, curve.expand(3, -1, -1), curve.expand(3, -1, -1),
+                           "Van der Pol fit (adjoint): μ = 0.3081, true 1", tmp_path / "fit.png")
+    kinetics = torch.rand(3, 21, 3, generator=torch.Generator().manual_seed(0))
+    figures.trajectory_fit(torch.logspace(-3, 3, 21), kinetics, kinetics,
+                           "Robertson fit (aca): k = (0.04, 3e+07, 1e+04)",
+                           tmp_path / "robertson.png", log_time=True,
+                           components=((0, "y1"), (1, "1e4 · y2"), (2, "y3")))
     series, steps, dims = 4, 30, 3
     values = torch.rand(series, steps, dims, generator=torch.Generator().manual_seed(0))
     arrays = {"times": torch.linspace(0.0, 1.0, steps), "values": values,

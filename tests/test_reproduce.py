@@ -98,6 +98,32 @@ def test_render_fills_ours_beside_the_papers_and_marks_missing(records: Path) ->
     assert r"$\approx$0.48" in latex and "NODE-18 (adjoint) & 1 & missing" in latex
 
 
+def test_render_shows_a_failed_gradient_and_uncounted_work(records: Path) -> None:
+    """Robertson's gradient table: a failed method says so with its error; a forward solve
+    that failed has no counted work (–), not zeros; the learning runs fill their rows."""
+    rows = [{"solver": "kvaerno5", "rtol": 1e-5, "method": "aca", "grad_rel_error": 8.5e-4,
+             "steps": 36, "jacobians": 296, "time_s": 1.4, "error": ""},
+            {"solver": "kvaerno5", "rtol": 1e-5, "method": "adjoint", "grad_rel_error": None,
+             "steps": 36, "jacobians": 1044, "time_s": 29.5,
+             "error": "MaxStepsExceededError: adaptive solve took max_steps=1000 steps"},
+            {"solver": "dopri5", "rtol": 1e-5, "method": "aca", "grad_rel_error": None,
+             "steps": None, "jacobians": None, "time_s": 0.6,
+             "error": "MaxStepsExceededError: adaptive solve took max_steps=1000 steps"}]
+    write_json(records / "robertson/robertson_gradients.json", {"rows": rows})
+    write_json(records / "robertson/runs/aca_kvaerno5_rtol1e-06.json",
+               {"rates": [0.039, 3.1e7, 9.8e3], "k1_rel_error": 0.025, "k2_rel_error": 0.033,
+                "k3_rel_error": 0.02, "final_test_mse": 1.2e-6, "total_time_s": 350.0})
+    render.render(records)
+    tables = (records / "paper_tables.md").read_text()
+    gradients = table_rows(tables, "Robertson's stiff kinetics")
+    assert gradients[0][:6] == ["kvaerno5", "1.000e-05", "aca", "8.500e-04", "36", "296"]
+    assert gradients[1][3] == "failed" and gradients[1][7].startswith("MaxStepsExceededError")
+    assert gradients[2][3:6] == ["failed", "–", "–"]
+    learning = table_rows(tables, "Robertson: learning")
+    assert learning[0][:4] == ["aca", "0.039", "3.100e+07", "9800"]
+    assert learning[1][:2] == ["naive", "missing"]
+
+
 needs_checkout = pytest.mark.skipif(current_code() is None,
                                     reason="needs the git checkout aca is imported from")
 

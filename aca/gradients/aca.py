@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from aca.errors import ODEError
 from aca.gradients.base import (
     GradientMethod,
     Problem,
@@ -215,6 +216,12 @@ class _ACA(torch.autograd.Function):
         problem = steps.problem
         with preserved_buffers(problem.buffers), steps.replaying(), autocast_as(problem):
             if torch.is_grad_enabled():
+                if problem.tableau.implicit:  # z* + δ - δ.detach() holds the first derivative
+                    raise ODEError(            # only: a second one would be silently wrong
+                        "higher-order gradients (create_graph=True) through the implicit "
+                        f"{problem.tableau.name} are not supported with gradient='aca' (its "
+                        "stages' implicit-function-theorem derivative is exact to first order "
+                        "only); use gradient='naive' (autograd through the Newton iterations)")
                 grads = _backward_through_chain(ctx, steps, grad_ys, y0, t, params)
             else:
                 kept = {s * steps.cp.stride: state.view_as(y0) for s, state in enumerate(states)}

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from aca.errors import ODEError, StepSizeRequiredError, UnknownSolverError
+from aca.errors import InvalidOptionError, ODEError, StepSizeRequiredError, UnknownSolverError
 from aca.gradients.base import (
     GradientMethod,
     Problem,
@@ -92,10 +92,11 @@ class _Reverse:
     def dynamics(self, t: Tensor, z: Tensor) -> Tensor:
         """The augmented right-hand side; differentiable in ``z`` when ``z`` requires grad
         (an implicit reverse solver forming its Jacobian: second derivatives of func)."""
+        differentiable = z.requires_grad
         self.nfe += 1
+        self.jacobians += differentiable
         y, adjoint, _ = self.split(z)
         wrt = self.params if self.shared else []
-        differentiable = z.requires_grad
         with torch.enable_grad():
             y = y.to(self.state_dtype)
             if not differentiable:
@@ -181,25 +182,29 @@ class _Adjoint(torch.autograd.Function):
         before = ctx.generators.get()
         adjoint = grad_ys[-1]
         grads = [torch.zeros_like(p, dtype=reverse.dtype) for p in params] if reverse.shared else []
-        with preserved_buffers(problem.buffers), torch.no_grad(), autocast_as(problem):
-            for k in range(times.shape[1] - 1, 0, -1):
-                if want_t:
-                    t_grad[:, k] = _dots(grad_ys[k], _rhs_at(problem, times[:, k], ys[k]), groups)
-                    reverse.nfe += 1
-                z = reverse.join(ys[k], adjoint, grads)
-                solution = problem.solve(z, func=reverse.dynamics, times=times[:, [k, k - 1]],
-                                         controller=controller, tableau=reverse.tableau,
-                                         on_attempt=None if reverse.shared else reverse.quadrature,
-                                         interpolate=True, newton=newton)
-                reverse.jacobians += solution.counts.jacobians
-                _, adjoint, grads = reverse.split(solution.ys[-1])
-                if want_t and k == 1:
-                    t_grad[:, 0] = -_dots(adjoint, _rhs_at(problem, times[:, 0], ys[0]), groups)
-                    reverse.nfe += 1
-                adjoint = adjoint + grad_ys[k - 1]
+        try:  # the work done counts, also when the reverse solve fails
+            with preserved_buffers(problem.buffers), torch.no_grad(), autocast_as(problem):
+                for k in range(times.shape[1] - 1, 0, -1):
+                    if want_t:
+                        t_grad[:, k] = _dots(grad_ys[k], _rhs_at(problem, times[:, k], ys[k]),
+                                             groups)
+                        reverse.nfe += 1
+                    z = reverse.join(ys[k], adjoint, grads)
+                    solution = problem.solve(
+                        z, func=reverse.dynamics, times=times[:, [k, k - 1]],
+                        controller=controller, tableau=reverse.tableau,
+                        on_attempt=None if reverse.shared else reverse.quadrature,
+                        interpolate=True, newton=newton)
+                    _, adjoint, grads = reverse.split(solution.ys[-1])
+                    if want_t and k == 1:
+                        t_grad[:, 0] = -_dots(adjoint, _rhs_at(problem, times[:, 0], ys[0]),
+                                              groups)
+                        reverse.nfe += 1
+                    adjoint = adjoint + grad_ys[k - 1]
+        finally:
+            problem.sinks.add(nfe_backward=reverse.nfe, jacobians=reverse.jacobians)
         if ctx.generators.moved(before):
             raise unreplayable_random(adjoint=True, per_sample=not reverse.shared)
-        problem.sinks.add(nfe_backward=reverse.nfe, jacobians=reverse.jacobians)
         if not reverse.shared:
             grads = reverse.param_grads
         param_grads = [torch.zeros_like(p) if g is None else g.view_as(p).to(p.dtype)
@@ -252,5 +257,17 @@ class Adjoint(GradientMethod):
             raise StepSizeRequiredError(
                 f"Adjoint(solver={reverse.name!r}) is fixed-step and the forward solve is "
                 "adaptive: give the reverse solve's grid, Adjoint(step_size=<h>)")
+        if reverse.implicit:  # refused before the forward solve, not after it
+            size = 2 * y0[0].numel() if problem.per_sample else (
+                2 * y0.numel() + sum(p.numel() for p in problem.params))
+            if size > problem.newton.max_size:
+                raise InvalidOptionError(
+                    f"the adjoint's implicit reverse solve ({reverse.name}) needs a dense "
+                    f"{size}x{size} Jacobian of its augmented state [y, adjoint"
+                    f"{'' if problem.per_sample else ', parameter gradients'}] (over "
+                    f"{problem.newton.max_size} values): use gradient='aca', an explicit "
+                    "reverse solver (aca.Adjoint(solver='dopri5'))"
+                    + ("" if problem.per_sample else ", or per_sample=True (the parameters "
+                       "then go by quadrature)"))
         return _Adjoint.apply(problem, self, y0, problem.t if problem.t_requires_grad else None,
                               *problem.params)

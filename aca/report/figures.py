@@ -6,6 +6,7 @@ three-body). Each takes plain numbers (lists, tensors) and a path, and saves thr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -194,21 +195,30 @@ def vdp_errors(rows: list[dict], solvers: list[str], methods: list[str], path: P
     return save_figure(fig, path)
 
 
-def vdp_fit(times: torch.Tensor, fitted: torch.Tensor, observed: torch.Tensor, title: str,
-            path: Path) -> Path:
-    """Observed positions (points) and the fitted model's (lines) of a few trajectories."""
+def trajectory_fit(times: torch.Tensor, fitted: torch.Tensor, observed: torch.Tensor,
+                   title: str, path: Path,
+                   components: Sequence[tuple[int, str]] = ((0, "x(t)"),),
+                   log_time: bool = False) -> Path:
+    """Observed (points) and fitted (lines) ``components`` (index, label) of a few
+    trajectories (``(trajectories, times, state)``), one panel per component; ``log_time``:
+    a logarithmic time axis (the first time, 0, left out of it)."""
     plt = pyplot()
-    fig, axis = plt.subplots(figsize=(7, 4.5))
-    for index in range(len(fitted)):
-        line, = axis.plot(times.numpy(), fitted[index, :, 0].numpy(), lw=2,
-                          label=f"fitted, trajectory {index}")
-        axis.plot(times.numpy(), observed[index, :, 0].numpy(), ".", color=line.get_color(),
-                  ms=3, label=f"observed, trajectory {index}")
-    axis.set_xlabel("time t (dimensionless)")
-    axis.set_ylabel("x(t)")
-    axis.set_title(title)
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, len(components), figsize=(7 * len(components) ** 0.8, 4.5),
+                             squeeze=False)
+    shown = slice(1, None) if log_time else slice(None)
+    for axis, (component, label) in zip(axes[0], components):
+        for index in range(len(fitted)):
+            line, = axis.plot(times[shown].numpy(), fitted[index, shown, component].numpy(),
+                              lw=2, label=f"fitted, trajectory {index}")
+            axis.plot(times[shown].numpy(), observed[index, shown, component].numpy(), ".",
+                      color=line.get_color(), ms=3, label=f"observed, trajectory {index}")
+        if log_time:
+            axis.set_xscale("log")
+        axis.set_xlabel("time t (dimensionless)")
+        axis.set_ylabel(label)
+        axis.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
     return save_figure(fig, path)
 
 

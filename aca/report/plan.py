@@ -76,6 +76,15 @@ def _vdp(scale: str, out: str) -> list[Step]:
             summarize("vdp", f"{out}/runs", out)]
 
 
+def _robertson(scale: str, out: str) -> list[Step]:
+    small = ("task.solvers=[kvaerno5]", "task.tolerances=[1e-5]", "task.methods=[aca]",
+             "task.n_train=2") if scale == "smoke" else ()
+    learn = ("trainer=smoke", "task.epochs=2") if scale == "smoke" else ()
+    return [aca_run("+experiment=robertson_gradients", f"hydra.run.dir={out}", *small),
+            aca_run("-m", "+experiment=robertson", f"hydra.sweep.dir={out}/runs", *learn),
+            summarize("robertson", f"{out}/runs", out)]
+
+
 def _three_body(scale: str, out: str) -> list[Step]:
     runs = f"{out}/runs"
     if scale == "paper":
@@ -249,6 +258,11 @@ TARGETS: dict[str, Target] = {
                                            "per_sample/table.csv",
                                            "per_sample/runs/*/result.json"),
                     ("sines", "sines_baselines", "sines_per_sample"), ("smoke", "cpu")),
+    "robertson": Target("robertson", "Issue 30: Robertson's stiff kinetics, each method's "
+                        "gradient and the rate constants learned through kvaerno5", _robertson,
+                        ("robertson_gradients.json", "result.json", "runs/*.json",
+                         "runs/*/result.json"), ("robertson", "robertson_learning"),
+                        ("smoke", "cpu")),
     "three_body": Target("three_body", "Exp. 5: three-body masses", _three_body,
                          ("runs/*.json", "runs/*/result.json"), ("three_body",)),
     "bench": Target("bench", "Table 1 measured: speed, memory, NFE, gradient error", _bench,

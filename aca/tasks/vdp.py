@@ -245,7 +245,7 @@ class VanDerPolLearning(Task):
             fitted = aca.odeint(model, y0.to(model.mu.device), self.times.to(model.mu.device),
                                 **{**self.ode, "gradient": "aca"}).transpose(0, 1).cpu()
         name = f"{record['method']}_{record['solver']}_rtol{record['rtol']:g}"
-        figures.vdp_fit(self.times, fitted, observed,
+        figures.trajectory_fit(self.times, fitted, observed,
                         f"Van der Pol fit ({self.ode['gradient']}): μ = {mu:.4f}, "
                         f"true {float(task.mu):g}", Path(out_dir) / f"vdp_fit_{name}.png")
         return record
