@@ -204,11 +204,17 @@ def robertson_tables(records: Records) -> list[Table]:
         learning_rows.append([method, *(cell(value, stale=records.stale(record))
                                         for value in (*rates, *errors,
                                                       records.pick(record, "final_test_mse", name),
-                                                      records.pick(record, "total_time_s", name)))])
+                                                      records.pick(record, "total_nfe_forward",
+                                                                   name),
+                                                      records.pick(record, "total_nfe_backward",
+                                                                   name)))])
     learning = Table("robertson_learning", "Robertson: learning the rate constants through "
                      "kvaerno5 (true 0.04, 3e7, 1e4; start 0.02, 6e7, 5e3; not in the paper)",
                      ["method", "k1", "k2", "k3", "k1 rel err", "k2 rel err", "k3 rel err",
-                      "test MSE", "time (s)"], learning_rows)
+                      "test MSE", "NFE fwd", "NFE bwd"], learning_rows,
+                     ["NFE summed over the epochs (ACA's backward rebuilds each accepted step; "
+                      "naive's is autograd through the forward's operations). The runs' wall "
+                      "times are in results/robertson/robertson_learning.md."])
     return [gradients, learning]
 
 
